@@ -1,0 +1,331 @@
+//! Layered configuration shared by every process.
+//!
+//! Precedence: command-line flag > environment variable (clap reads both) >
+//! `config/<APP_ENV>.toml` > built-in default. The three profiles in
+//! `config/` are compiled into the binary; `ACTIVITY_CONFIG_DIR` points at a
+//! directory of replacements (a mounted ConfigMap, say). The current directory
+//! is never searched. Secrets come only from the environment or flags.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The deployment profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl AppEnv {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Staging => "staging",
+            Self::Prod => "prod",
+        }
+    }
+
+    fn builtin_profile(self) -> &'static str {
+        match self {
+            Self::Dev => include_str!("../../config/dev.toml"),
+            Self::Staging => include_str!("../../config/staging.toml"),
+            Self::Prod => include_str!("../../config/prod.toml"),
+        }
+    }
+}
+
+/// A value that must not appear in logs: its `Debug` prints `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+/// Flags every subcommand takes (each also read from its environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Deployment profile; selects config/<APP_ENV>.toml.
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "dev", global = true)]
+    pub app_env: AppEnv,
+    /// Directory holding <APP_ENV>.toml; without it the profiles built into the binary are used.
+    #[arg(long, env = "ACTIVITY_CONFIG_DIR", global = true)]
+    pub config_dir: Option<PathBuf>,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+    /// Events topic; the dead-letter topic is <topic>.dlq.
+    #[arg(long, env = "KAFKA_TOPIC", global = true)]
+    pub kafka_topic: Option<String>,
+}
+
+/// Kafka connection and topic layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions created by `migrate`: the most consumers that can share the work.
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "activities".into(),
+            partitions: 12,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// The consumer group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    pub group_id: String,
+    /// Events per database transaction.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more events, in milliseconds.
+    pub batch_linger_ms: u64,
+    /// Kafka group session timeout, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// Database connections in the pool.
+    pub pool_size: usize,
+}
+
+impl ConsumerSettings {
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            group_id: "activity-consumer".into(),
+            batch_size: 1000,
+            batch_linger_ms: 200,
+            session_timeout_ms: 10_000,
+            pool_size: 4,
+        }
+    }
+}
+
+/// The producer library ([`Tracker`](../../activity_producer/struct.Tracker.html)).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerSettings {
+    /// Most events buffered in memory waiting for the broker.
+    pub queue_capacity: usize,
+    /// How long the producer waits to fill a Kafka batch, in milliseconds.
+    pub linger_ms: u64,
+    /// How long a message may wait for the broker before it fails, in milliseconds.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 100_000,
+            linger_ms: 5,
+            delivery_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// PostgreSQL partitions of `activities`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartitionSettings {
+    /// Monthly partitions kept created ahead of the current month.
+    pub ahead: u32,
+}
+
+impl Default for PartitionSettings {
+    fn default() -> Self {
+        Self { ahead: 3 }
+    }
+}
+
+/// Everything a process needs, resolved from all layers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip)]
+    pub app_env: Option<AppEnv>,
+    pub log_format: LogFormat,
+    pub database_url: Secret,
+    pub kafka: KafkaSettings,
+    pub consumer: ConsumerSettings,
+    pub producer: ProducerSettings,
+    pub partitions: PartitionSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            app_env: None,
+            log_format: LogFormat::Text,
+            database_url: Secret::new("postgres://postgres@127.0.0.1:5432/activity"),
+            kafka: KafkaSettings::default(),
+            consumer: ConsumerSettings::default(),
+            producer: ProducerSettings::default(),
+            partitions: PartitionSettings::default(),
+        }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {profile} profile: {source}")]
+    Parse {
+        profile: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Resolves every layer for the given flags.
+    pub fn load(args: &GlobalArgs) -> Result<Self, ConfigError> {
+        let text = match &args.config_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{}.toml", args.app_env.name()));
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?
+            }
+            None => args.app_env.builtin_profile().to_owned(),
+        };
+        let mut settings = Self::from_toml(args.app_env.name(), &text)?;
+        settings.app_env = Some(args.app_env);
+        if let Some(url) = &args.database_url {
+            settings.database_url = url.clone();
+        }
+        if let Some(brokers) = &args.kafka_brokers {
+            settings.kafka.brokers = brokers.clone();
+        }
+        if let Some(topic) = &args.kafka_topic {
+            settings.kafka.topic = topic.clone();
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Parses one profile over the built-in defaults.
+    pub fn from_toml(profile: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            profile: profile.to_owned(),
+            source,
+        })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.consumer.batch_size == 0 {
+            return Err(ConfigError::Invalid("consumer.batch_size must be at least 1".into()));
+        }
+        if self.kafka.topic.is_empty() {
+            return Err(ConfigError::Invalid("the Kafka topic name is empty".into()));
+        }
+        if self.producer.queue_capacity == 0 {
+            return Err(ConfigError::Invalid("producer.queue_capacity must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        global: GlobalArgs,
+    }
+
+    #[test]
+    fn every_builtin_profile_parses() {
+        for env in [AppEnv::Dev, AppEnv::Staging, AppEnv::Prod] {
+            Settings::from_toml(env.name(), env.builtin_profile()).unwrap();
+        }
+    }
+
+    #[test]
+    fn flags_override_the_profile_and_the_profile_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("activity-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("staging.toml"), "[kafka]\ntopic = \"from-file\"\n[consumer]\nbatch_size = 7\n").unwrap();
+        let cli = Cli::parse_from([
+            "x", "--app-env", "staging", "--config-dir", dir.to_str().unwrap(),
+            "--kafka-topic", "from-flag",
+        ]);
+        let settings = Settings::load(&cli.global).unwrap();
+        assert_eq!(settings.kafka.topic, "from-flag");
+        assert_eq!(settings.consumer.batch_size, 7);
+        assert_eq!(settings.kafka.brokers, KafkaSettings::default().brokers);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Settings::from_toml("x", "[kafka]\ntopik = \"a\"\n").is_err());
+        let mut settings = Settings::from_toml("x", "[consumer]\nbatch_size = 0\n").unwrap();
+        assert!(settings.check().is_err());
+        settings.consumer.batch_size = 1;
+        assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("postgres://u:hunter2@db/x");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,86 @@
+//! What every Kafka client of the project agrees on: the key, the topics,
+//! the base client configuration.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSettings;
+use crate::event::CommunityId;
+
+/// The message key: `community_id` as lowercase hyphenated UUID text, so all
+/// of a tenant's events share a partition and stay in order. System events
+/// (no community) have no key and are spread over the partitions.
+pub fn partition_key(community_id: Option<CommunityId>) -> Option<String> {
+    community_id.map(|id| id.to_string())
+}
+
+/// `<topic>.dlq`: where undecodable and invalid events go, with the reason.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Header names on dead-lettered messages.
+pub mod dlq_headers {
+    pub const ERROR: &str = "error";
+    pub const SOURCE_TOPIC: &str = "source_topic";
+    pub const SOURCE_PARTITION: &str = "source_partition";
+    pub const SOURCE_OFFSET: &str = "source_offset";
+}
+
+/// Base configuration for every client of the project's brokers.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "activity-tracker");
+    config
+}
+
+/// Creates the events topic and its dead-letter topic if they are missing.
+pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(&settings.brokers).create()?;
+    let dlq = dlq_topic(&settings.topic);
+    let topics = [
+        NewTopic::new(
+            &settings.topic,
+            settings.partitions,
+            TopicReplication::Fixed(settings.replication_factor),
+        ),
+        NewTopic::new(
+            &dlq,
+            settings.partitions.min(3),
+            TopicReplication::Fixed(settings.replication_factor),
+        ),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "topic created"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic, "topic exists")
+            }
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn key_is_the_lowercase_community_id() {
+        let id = Uuid::parse_str("6F9619FF-8B86-D011-B42D-00C04FC964FF").unwrap();
+        let key = partition_key(Some(CommunityId::parse(id).unwrap()));
+        assert_eq!(key.as_deref(), Some("6f9619ff-8b86-d011-b42d-00c04fc964ff"));
+        assert_eq!(partition_key(None), None);
+        assert_eq!(dlq_topic("activities"), "activities.dlq");
+    }
+}

@@ -1,0 +1,349 @@
+//! Metadata sanitizing: what an event may carry in its free-form JSON.
+//!
+//! Rules, applied in this order (the README lists them for users):
+//! 1. metadata is a JSON object (or absent);
+//! 2. keys `__proto__`, `constructor` and `prototype` are removed, at any
+//!    depth: they are harmless in PostgreSQL but poison JavaScript dashboards;
+//! 3. a value whose key names a secret ([`SECRET_KEY_WORDS`], compared
+//!    case-insensitively ignoring `_`, `-`, `.` and spaces) is replaced by
+//!    [`REDACTED`], whatever its type;
+//! 4. a string value that looks like a payment card number (13–19 digits,
+//!    spaces or dashes allowed, passing the Luhn check), a bearer token or a
+//!    JWT is replaced by [`REDACTED`];
+//! 5. bounds: nesting depth ≤ [`MAX_DEPTH`], keys in total ≤ [`MAX_KEYS`],
+//!    each key ≤ [`MAX_KEY_BYTES`], serialized size ≤ [`MAX_BYTES`];
+//! 6. a NUL character anywhere (key or string) is rejected: PostgreSQL's
+//!    `jsonb` cannot store `\u0000`, and the event must fail here with a
+//!    reason rather than fail its whole batch in the database.
+
+use serde_json::{Map, Value};
+
+/// Replacement for redacted values.
+pub const REDACTED: &str = "[REDACTED]";
+/// Deepest nesting accepted (the top-level object is depth 1).
+pub const MAX_DEPTH: usize = 8;
+/// Most keys accepted, counted over every nested object.
+pub const MAX_KEYS: usize = 256;
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 128;
+/// Largest serialized metadata accepted, in bytes.
+pub const MAX_BYTES: usize = 16 * 1024;
+
+/// Words that, found in a normalized key, mark its value as a secret.
+pub const SECRET_KEY_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "authorization",
+    "cookie",
+    "creditcard",
+    "cardnumber",
+    "ccnumber",
+    "cvv",
+    "cvc",
+    "ssn",
+    "socialsecurity",
+    "iban",
+    "sessionid",
+];
+
+const POLLUTION_KEYS: &[&str] = &["__proto__", "constructor", "prototype"];
+
+/// Why metadata was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("must be a JSON object")]
+    NotAnObject,
+    #[error("is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("has more than {MAX_KEYS} keys")]
+    TooManyKeys,
+    #[error("key {0:?} is longer than {MAX_KEY_BYTES} bytes")]
+    KeyTooLong(String),
+    #[error("is {0} bytes, more than the limit of {MAX_BYTES}")]
+    TooLarge(usize),
+    #[error("contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")]
+    Nul,
+}
+
+/// Sanitized metadata: a JSON object that passed every rule above.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata(Map<String, Value>);
+
+impl Metadata {
+    /// Applies the rules of this module.
+    pub fn sanitize(value: Value) -> Result<Self, MetadataError> {
+        let Value::Object(object) = value else {
+            return Err(MetadataError::NotAnObject);
+        };
+        let mut keys = 0;
+        let object = sanitize_object(object, 1, &mut keys)?;
+        let metadata = Self(object);
+        let size = metadata.to_json().len();
+        if size > MAX_BYTES {
+            return Err(MetadataError::TooLarge(size));
+        }
+        Ok(metadata)
+    }
+
+    /// Parses and sanitizes metadata carried as a JSON string (as on the topic).
+    pub fn parse_json(text: &str) -> Result<Self, MetadataError> {
+        if text.len() > MAX_BYTES * 4 {
+            return Err(MetadataError::TooLarge(text.len()));
+        }
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| MetadataError::NotJson(e.to_string()))?;
+        Self::sanitize(value)
+    }
+
+    /// The canonical JSON text stored in the topic and the database.
+    pub fn to_json(&self) -> String {
+        // Serializing a map of JSON values cannot fail.
+        serde_json::to_string(&self.0).unwrap_or_default()
+    }
+
+    /// A top-level string field.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.as_str()
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+fn sanitize_object(
+    object: Map<String, Value>,
+    depth: usize,
+    keys: &mut usize,
+) -> Result<Map<String, Value>, MetadataError> {
+    if depth > MAX_DEPTH {
+        return Err(MetadataError::TooDeep);
+    }
+    let mut clean = Map::with_capacity(object.len());
+    for (key, value) in object {
+        *keys += 1;
+        if *keys > MAX_KEYS {
+            return Err(MetadataError::TooManyKeys);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(MetadataError::KeyTooLong(crate::event::excerpt(&key)));
+        }
+        if key.contains('\0') {
+            return Err(MetadataError::Nul);
+        }
+        if POLLUTION_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = if is_secret_key(&key) {
+            Value::String(REDACTED.to_owned())
+        } else {
+            sanitize_value(value, depth, keys)?
+        };
+        clean.insert(key, value);
+    }
+    Ok(clean)
+}
+
+fn sanitize_value(value: Value, depth: usize, keys: &mut usize) -> Result<Value, MetadataError> {
+    Ok(match value {
+        Value::Object(object) => Value::Object(sanitize_object(object, depth + 1, keys)?),
+        Value::Array(items) => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(MetadataError::TooDeep);
+            }
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| sanitize_value(item, depth + 1, keys))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Value::String(text) if text.contains('\0') => return Err(MetadataError::Nul),
+        Value::String(text) if is_secret_value(&text) => Value::String(REDACTED.to_owned()),
+        other => other,
+    })
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let normalized: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_KEY_WORDS.iter().any(|word| normalized.contains(word))
+}
+
+fn is_secret_value(text: &str) -> bool {
+    looks_like_card_number(text) || looks_like_bearer_token(text) || looks_like_jwt(text)
+}
+
+fn looks_like_card_number(text: &str) -> bool {
+    let trimmed = text.trim();
+    if trimmed.len() > 40 || !trimmed.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') {
+        return false;
+    }
+    let digits: Vec<u32> = trimmed.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    // Luhn: double every second digit from the right.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => d,
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn looks_like_bearer_token(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    trimmed.len() > 7
+        && trimmed
+            .get(..7)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("bearer "))
+}
+
+fn looks_like_jwt(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 3
+        && text.starts_with("eyJ")
+        && parts.iter().all(|part| {
+            part.len() >= 4
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn clean(value: Value) -> Value {
+        Metadata::sanitize(value).unwrap().into_value()
+    }
+
+    #[test]
+    fn every_secret_key_word_is_redacted() {
+        for word in SECRET_KEY_WORDS {
+            let out = clean(json!({ *word: "hunter2", "plan": "pro" }));
+            assert_eq!(out[*word], REDACTED, "{word}");
+            assert_eq!(out["plan"], "pro");
+        }
+    }
+
+    #[test]
+    fn secret_keys_match_in_any_case_and_spelling() {
+        let out = clean(json!({
+            "User_Password": "x", "X-Api-Key": "x", "access.token": {"nested": 1},
+            "Credit Card": [1, 2], "refresh_token": 5, "tokens_used": 3, "note": "fine"
+        }));
+        for key in ["User_Password", "X-Api-Key", "access.token", "Credit Card", "refresh_token", "tokens_used"] {
+            assert_eq!(out[key], REDACTED, "{key}");
+        }
+        assert_eq!(out["note"], "fine");
+    }
+
+    #[test]
+    fn secret_values_are_redacted_at_any_depth() {
+        let out = clean(json!({
+            "a": "4111 1111 1111 1111",
+            "b": "4111-1111-1111-1111",
+            "c": {"d": ["Bearer abc.def.ghi"]},
+            "e": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "f": "4111 1111 1111 1112",
+            "g": "12345",
+            "h": "bearer"
+        }));
+        assert_eq!(out["a"], REDACTED);
+        assert_eq!(out["b"], REDACTED);
+        assert_eq!(out["c"]["d"][0], REDACTED);
+        assert_eq!(out["e"], REDACTED);
+        assert_eq!(out["f"], "4111 1111 1111 1112", "fails Luhn: not a card");
+        assert_eq!(out["g"], "12345");
+        assert_eq!(out["h"], "bearer");
+    }
+
+    #[test]
+    fn pollution_keys_are_removed() {
+        let out = clean(json!({"__proto__": {"admin": true}, "x": {"constructor": 1, "y": 2}}));
+        assert_eq!(out, json!({"x": {"y": 2}}));
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let mut deep = json!({"leaf": 1});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({ "k": deep });
+        }
+        assert_eq!(Metadata::sanitize(deep), Err(MetadataError::TooDeep));
+        let mut ok = json!(1);
+        for _ in 0..MAX_DEPTH {
+            ok = json!({ "k": ok });
+        }
+        assert!(Metadata::sanitize(ok).is_ok());
+
+        let many: Map<String, Value> = (0..=MAX_KEYS).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert_eq!(Metadata::sanitize(Value::Object(many)), Err(MetadataError::TooManyKeys));
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(matches!(
+            Metadata::sanitize(json!({ long_key: 1 })),
+            Err(MetadataError::KeyTooLong(_))
+        ));
+        let big = json!({"blob": "x".repeat(MAX_BYTES)});
+        assert!(matches!(Metadata::sanitize(big), Err(MetadataError::TooLarge(_))));
+    }
+
+    #[test]
+    fn nul_and_non_objects_are_rejected() {
+        assert_eq!(Metadata::sanitize(json!({"a": "x\u{0}y"})), Err(MetadataError::Nul));
+        assert_eq!(Metadata::sanitize(json!({"a\u{0}": 1})), Err(MetadataError::Nul));
+        assert_eq!(Metadata::sanitize(json!([1])), Err(MetadataError::NotAnObject));
+        assert!(matches!(Metadata::parse_json("{"), Err(MetadataError::NotJson(_))));
+        assert!(matches!(
+            Metadata::parse_json(r#"{"a": "\ud800"}"#),
+            Err(MetadataError::NotJson(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_json_text(text in ".{0,200}") {
+            let _ = Metadata::parse_json(&text);
+        }
+
+        #[test]
+        fn sanitized_output_always_satisfies_the_bounds(
+            keys in proptest::collection::vec("[a-zA-Z_ .-]{1,20}", 0..40),
+            values in proptest::collection::vec(".{0,30}", 0..40),
+        ) {
+            let object: Map<String, Value> = keys.into_iter().zip(values)
+                .map(|(k, v)| (k, Value::String(v))).collect();
+            if let Ok(metadata) = Metadata::sanitize(Value::Object(object)) {
+                let text = metadata.to_json();
+                proptest::prop_assert!(text.len() <= MAX_BYTES);
+                proptest::prop_assert!(!text.contains("\\u0000"));
+                let reparsed = Metadata::parse_json(&text).unwrap();
+                proptest::prop_assert_eq!(reparsed, metadata);
+            }
+        }
+    }
+}
