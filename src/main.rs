@@ -1,1 +1,42 @@
-fn main() {}
+//! `activity`: one binary for every process of the pipeline.
+
+use clap::{Parser, Subcommand};
+
+use activity_core::config::{GlobalArgs, Settings};
+
+mod commands;
+
+/// Activity Tracker: events from services, through Kafka, into PostgreSQL.
+#[derive(Parser)]
+#[command(name = "activity", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing, apply migrations, create partitions and Kafka topics.
+    Migrate(commands::migrate::Args),
+    /// Run a member of the consumer group: Kafka → validate → PostgreSQL.
+    Consume(commands::consume::Args),
+    /// Send events from a JSON-lines file, or synthetic ones.
+    Produce(commands::produce::Args),
+    /// Everything on one laptop: migrate, consume, optionally sample traffic; prints what it stored.
+    Dev(commands::dev::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(&cli.global)?;
+    activity_core::telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Migrate(args) => commands::migrate::run(settings, args).await,
+        Command::Consume(args) => commands::consume::run(settings, args).await,
+        Command::Produce(args) => commands::produce::run(settings, args).await,
+        Command::Dev(args) => commands::dev::run(settings, args).await,
+    }
+}

@@ -132,11 +132,18 @@ pub struct ConsumerSettings {
     pub session_timeout_ms: u64,
     /// Database connections in the pool.
     pub pool_size: usize,
+    /// How long shutdown waits for the batch in hand, in milliseconds; keep it
+    /// below the orchestrator's kill timeout (Kubernetes: 30 s).
+    pub shutdown_grace_ms: u64,
 }
 
 impl ConsumerSettings {
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 
@@ -148,6 +155,7 @@ impl Default for ConsumerSettings {
             batch_linger_ms: 200,
             session_timeout_ms: 10_000,
             pool_size: 4,
+            shutdown_grace_ms: 25_000,
         }
     }
 }

@@ -1,0 +1,381 @@
+//! The consumer group member.
+//!
+//! # Delivery contract
+//!
+//! At-least-once from Kafka, exactly-once into PostgreSQL:
+//!
+//! 1. An offset is committed only after every message before it in its
+//!    partition is stored in a committed PostgreSQL transaction, or was
+//!    acknowledged by the dead-letter topic. Offsets are *stored* in librdkafka
+//!    (`enable.auto.offset.store=false`) only then, and librdkafka's
+//!    auto-commit commits stored offsets only.
+//! 2. A batch that fails is retried in place, with capped backoff, until it
+//!    is stored or the process stops. The next batch is not flushed before it,
+//!    so no later commit can pass a failed batch.
+//! 3. While a batch waits for the database, the consumer keeps polling (with
+//!    its partitions paused once the next batch is full), so it stays in its
+//!    group however long the outage lasts, and memory stays bounded.
+//! 4. Redelivery is harmless: each `event_id` is stored once, whatever the
+//!    offset, partition or timestamp of its copies (see `store`).
+//! 5. When partitions are revoked, the messages held for them are dropped
+//!    uncommitted (their new owner reads them again) and offsets are stored
+//!    only for partitions still assigned under the same assignment.
+//! 6. On shutdown it stops polling, finishes the batch in hand within the
+//!    grace period, commits what is stored, and leaves the group.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use activity_core::avro::AvroCodec;
+use activity_core::config::{ConsumerSettings, Settings};
+use activity_core::kafka::client_config;
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::DeadLetters;
+use crate::flush::{flush, Flushed, Received};
+use crate::retry::Aborted;
+use crate::store::Store;
+
+/// How long a full batch may wait for the one in flight before the consumer
+/// pauses its partitions and polls only to stay in the group.
+const STALL: Duration = Duration::from_secs(1);
+
+/// Why the consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("avro schemas: {0}")]
+    Schema(#[from] activity_core::avro::SchemaError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("a flush task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What a consumer did in its lifetime.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub batches: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+}
+
+impl Totals {
+    fn add(&mut self, flushed: &Flushed) {
+        self.batches += 1;
+        self.stored += flushed.stored.inserted;
+        self.duplicates += flushed.stored.duplicates + flushed.duplicates_in_batch;
+        self.dead_lettered += flushed.dead_lettered;
+    }
+}
+
+/// Assignment generations: bumped on every assign, removed on revoke, so a
+/// message can be checked against the assignment it arrived under.
+#[derive(Default)]
+struct GroupContext {
+    generations: Mutex<HashMap<i32, u64>>,
+    next: Mutex<u64>,
+}
+
+impl GroupContext {
+    fn current(&self, partition: i32) -> Option<u64> {
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&partition)
+            .copied()
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+            for element in partitions.elements() {
+                generations.remove(&element.partition());
+            }
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+                let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+                for element in partitions.elements() {
+                    *next += 1;
+                    generations.insert(element.partition(), *next);
+                }
+                let list: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?list, "partitions assigned");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(partitions = offsets.count(), "offsets committed"),
+            // Nothing stored since the last commit: not an error.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "offset commit failed; the next commit covers it"),
+        }
+    }
+}
+
+/// One member of the consumer group.
+pub struct Consumer {
+    consumer: StreamConsumer<GroupContext>,
+    topic: String,
+    store: Store,
+    dlq: DeadLetters,
+    codec: AvroCodec,
+    settings: ConsumerSettings,
+}
+
+impl Consumer {
+    /// Connects (lazily) to the brokers and the database, and subscribes.
+    pub fn build(settings: &Settings, store: Store) -> Result<Self, ConsumerError> {
+        let consumer: StreamConsumer<GroupContext> = client_config(&settings.kafka.brokers)
+            .set("group.id", &settings.consumer.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", settings.consumer.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (settings.consumer.session_timeout_ms / 3).max(100).to_string(),
+            )
+            // Bounds the prefetch buffer, and so the consumer's memory.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(GroupContext::default())?;
+        consumer.subscribe(&[&settings.kafka.topic])?;
+        Ok(Self {
+            consumer,
+            topic: settings.kafka.topic.clone(),
+            store,
+            dlq: DeadLetters::new(&settings.kafka.brokers, &settings.kafka.topic)?,
+            codec: AvroCodec::new()?,
+            settings: settings.consumer.clone(),
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the batch in
+    /// hand, commits and leaves the group.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<Totals, ConsumerError> {
+        let batch_size = self.settings.batch_size;
+        let linger = self.settings.batch_linger();
+        // Cancelled only when the grace period after `shutdown` runs out.
+        let abort = CancellationToken::new();
+        let mut totals = Totals::default();
+        let mut pending: Vec<Received> = Vec::with_capacity(batch_size);
+        let mut oldest: Option<Instant> = None;
+        let mut in_flight: Option<(JoinHandle<Result<Flushed, Aborted>>, Instant)> = None;
+        let mut paused: Option<TopicPartitionList> = None;
+
+        loop {
+            let full = pending.len() >= batch_size;
+            let lingered = oldest.is_some_and(|t| t.elapsed() >= linger);
+            if in_flight.is_none() && !pending.is_empty() && (full || lingered) {
+                let batch = self.take_batch(&mut pending, batch_size);
+                oldest = (!pending.is_empty()).then(Instant::now);
+                in_flight = Some((self.spawn_flush(batch, &abort), Instant::now()));
+                continue;
+            }
+            let stalled = full && in_flight.as_ref().is_some_and(|(_, since)| since.elapsed() >= STALL);
+            if stalled && paused.is_none() {
+                paused = self.pause();
+            }
+            let receive = !full || paused.is_some();
+            let linger_at = oldest.map(|t| t + linger);
+
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                joined = async {
+                    match in_flight.as_mut() {
+                        Some((handle, _)) => handle.await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_flight.is_some() => {
+                    in_flight = None;
+                    match joined? {
+                        Ok(flushed) => {
+                            self.store_offsets(&flushed);
+                            totals.add(&flushed);
+                        }
+                        Err(Aborted) => break,
+                    }
+                    if let Some(partitions) = paused.take() {
+                        self.resume(&partitions);
+                    }
+                }
+                message = self.consumer.recv(), if receive => {
+                    if let Some(received) = self.decode(message) {
+                        oldest.get_or_insert_with(Instant::now);
+                        pending.push(received);
+                    }
+                }
+                _ = sleep_until(linger_at), if linger_at.is_some() && in_flight.is_none() => {}
+                _ = tokio::time::sleep(STALL), if full && in_flight.is_some() && paused.is_none() => {}
+            }
+        }
+
+        self.shut_down(pending, in_flight, abort, totals).await
+    }
+
+    async fn shut_down(
+        &self,
+        mut pending: Vec<Received>,
+        in_flight: Option<(JoinHandle<Result<Flushed, Aborted>>, Instant)>,
+        abort: CancellationToken,
+        mut totals: Totals,
+    ) -> Result<Totals, ConsumerError> {
+        let grace = self.settings.shutdown_grace();
+        tracing::info!(grace_ms = grace.as_millis() as u64, held = pending.len(), "stopping: finishing the batch in hand");
+        let deadline = Instant::now() + grace;
+        let abort_at_deadline = {
+            let abort = abort.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                abort.cancel();
+            })
+        };
+        if let Some((handle, _)) = in_flight {
+            if let Ok(flushed) = handle.await? {
+                self.store_offsets(&flushed);
+                totals.add(&flushed);
+            }
+        }
+        // What was already received is in hand too: store it if time allows.
+        while !pending.is_empty() && !abort.is_cancelled() {
+            let batch = self.take_batch(&mut pending, self.settings.batch_size);
+            match self.spawn_flush(batch, &abort).await? {
+                Ok(flushed) => {
+                    self.store_offsets(&flushed);
+                    totals.add(&flushed);
+                }
+                Err(Aborted) => break,
+            }
+        }
+        abort_at_deadline.abort();
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "final commit failed; uncommitted events will be read again and deduplicated"),
+        }
+        tracing::info!(stored = totals.stored, duplicates = totals.duplicates, dead_lettered = totals.dead_lettered, "consumer stopped");
+        // Dropping the consumer closes it: it leaves the group at once.
+        Ok(totals)
+    }
+
+    /// Takes up to `size` messages, dropping those whose partition was
+    /// revoked (or revoked and re-assigned) since they arrived.
+    fn take_batch(&self, pending: &mut Vec<Received>, size: usize) -> Vec<Received> {
+        let rest = pending.split_off(size.min(pending.len()));
+        let batch = std::mem::replace(pending, rest);
+        let context = self.consumer.context();
+        let before = batch.len();
+        let batch: Vec<Received> = batch
+            .into_iter()
+            .filter(|m| context.current(m.partition) == Some(m.generation))
+            .collect();
+        if batch.len() < before {
+            tracing::info!(dropped = before - batch.len(), "dropped messages of revoked partitions");
+        }
+        batch
+    }
+
+    fn spawn_flush(&self, batch: Vec<Received>, abort: &CancellationToken) -> JoinHandle<Result<Flushed, Aborted>> {
+        let store = self.store.clone();
+        let dlq = self.dlq.clone();
+        let abort = abort.clone();
+        tokio::spawn(async move { flush(batch, &store, &dlq, &abort).await })
+    }
+
+    fn decode(&self, message: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) -> Option<Received> {
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "kafka consumer error");
+                return None;
+            }
+        };
+        let partition = message.partition();
+        let generation = self.consumer.context().current(partition)?;
+        let payload = message.payload().unwrap_or_default();
+        let outcome = self
+            .codec
+            .decode_valid(payload, Utc::now())
+            .map_err(|e| e.to_string());
+        Some(Received {
+            partition,
+            offset: message.offset(),
+            generation,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            outcome,
+        })
+    }
+
+    /// Stores (for the next auto-commit) the offsets a flushed batch made
+    /// safe, for partitions still held under the same assignment.
+    fn store_offsets(&self, flushed: &Flushed) {
+        let context = self.consumer.context();
+        let mut list = TopicPartitionList::new();
+        for (&partition, &(generation, next)) in &flushed.offsets {
+            if context.current(partition) == Some(generation) {
+                if let Err(error) = list.add_partition_offset(&self.topic, partition, Offset::Offset(next)) {
+                    tracing::warn!(%error, partition, "cannot store offset");
+                }
+            }
+        }
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.store_offsets(&list) {
+                tracing::warn!(%error, "cannot store offsets; the events will be read again and deduplicated");
+            }
+        }
+    }
+
+    fn pause(&self) -> Option<TopicPartitionList> {
+        let assignment = self.consumer.assignment().ok()?;
+        match self.consumer.pause(&assignment) {
+            Ok(()) => {
+                tracing::warn!(partitions = assignment.count(), "database slow or down: partitions paused");
+                Some(assignment)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot pause partitions");
+                None
+            }
+        }
+    }
+
+    fn resume(&self, partitions: &TopicPartitionList) {
+        match self.consumer.resume(partitions) {
+            Ok(()) => tracing::info!("partitions resumed"),
+            Err(error) => tracing::warn!(%error, "cannot resume partitions"),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,73 @@
+//! Storage errors, classified by what the consumer must do about them.
+
+use tokio_postgres::error::SqlState;
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, overloaded or aborted the transaction
+    /// (connection, resource, operator-intervention and transaction-rollback
+    /// classes): retry the same batch after a backoff.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a value in the batch (data-exception and
+    /// integrity classes): find the rows it refuses and dead-letter only them.
+    #[error("database rejected the batch: {0}")]
+    Rejected(String),
+    /// The schema or permissions are wrong (a missing table, a revoked
+    /// grant): retry slowly and alert; dead-lettering would send every event
+    /// to the DLQ for an operator's mistake.
+    #[error("database schema or permission problem: {0}")]
+    Schema(String),
+    /// The configuration cannot work (a malformed URL).
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub(crate) fn config(error: impl std::fmt::Display) -> Self {
+        Self::Config(error.to_string())
+    }
+
+    /// Whether retrying the same batch can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Schema(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let message = match error.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => error.to_string(),
+        };
+        let Some(code) = error.code() else {
+            // No SQLSTATE: the connection itself failed.
+            return Self::Unavailable(message);
+        };
+        // A month with no partition (dropped under a running consumer): the
+        // partition cache is stale; creating it and retrying will succeed.
+        if *code == SqlState::CHECK_VIOLATION && message.contains("no partition of relation") {
+            return Self::Unavailable(message);
+        }
+        // users.email UNIQUE can race between consumers filling in signups;
+        // on retry the NOT EXISTS guard sees the winner's row.
+        if *code == SqlState::UNIQUE_VIOLATION {
+            return Self::Unavailable(message);
+        }
+        match &code.code()[..2] {
+            "08" | "53" | "57" | "40" | "55" | "58" | "XX" => Self::Unavailable(message),
+            "22" | "23" => Self::Rejected(message),
+            _ => Self::Schema(message),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `activity migrate`: the database, its schema, and partitions ahead.
+//!
+//! Idempotent and safe to run from several pods at once: migrations are
+//! applied under an advisory lock, each in its own transaction, and recorded
+//! in `schema_migrations`.
+
+use chrono::{DateTime, Months, Utc};
+use tokio_postgres::NoTls;
+
+use super::{month_start, Store, StoreError};
+
+/// The numbered files in `sql/migrations/`, in order.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_schema.sql",
+    include_str!("../../../sql/migrations/0001_schema.sql"),
+)];
+
+/// An arbitrary constant naming the migration advisory lock.
+const MIGRATION_LOCK: i64 = 0x6163_7469_7669_7479; // "activity"
+
+/// Creates the database named in `database_url` if it does not exist,
+/// applies every pending migration, and creates partitions from last month
+/// to `ahead` months after the current one.
+pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
+    create_database(database_url).await?;
+    let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
+    let (mut client, connection) = config.connect(NoTls).await?;
+    let connection = tokio::spawn(connection);
+
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result?;
+    drop(client);
+    let _ = connection.await;
+
+    let store = Store::connect(database_url, 1)?;
+    store.ensure_partitions(months_around(Utc::now(), ahead)).await?;
+    Ok(())
+}
+
+async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    for (version, name, sql) in MIGRATIONS {
+        let tx = client.transaction().await?;
+        let applied = tx
+            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])
+            .await?
+            .is_some();
+        if applied {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "migration applied");
+    }
+    Ok(())
+}
+
+/// The first instant of each month from the one before `now` to `ahead` after it.
+pub fn months_around(now: DateTime<Utc>, ahead: u32) -> Vec<DateTime<Utc>> {
+    let this_month = month_start(now);
+    let first = this_month
+        .checked_sub_months(Months::new(1))
+        .unwrap_or(this_month);
+    (0..=ahead + 1)
+        .filter_map(|i| first.checked_add_months(Months::new(i)))
+        .collect()
+}
+
+async fn create_database(database_url: &str) -> Result<(), StoreError> {
+    let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(()); // the server's default database for the user: it exists
+    };
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = maintenance.connect(NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // CREATE DATABASE takes no parameters: the server quotes the name.
+        let statement: String = client
+            .query_one("SELECT format('CREATE DATABASE %I', $1::text)", &[&name])
+            .await?
+            .get(0);
+        match client.batch_execute(&statement).await {
+            Ok(()) => tracing::info!(database = name, "database created"),
+            // Another migrate created it between our check and our CREATE.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_last_month_to_ahead() {
+        let now = DateTime::parse_from_rfc3339("2026-12-15T00:00:00Z").unwrap().with_timezone(&Utc);
+        let months: Vec<String> = months_around(now, 2).iter().map(|m| m.format("%Y-%m").to_string()).collect();
+        assert_eq!(months, ["2026-11", "2026-12", "2027-01", "2027-02"]);
+    }
+}

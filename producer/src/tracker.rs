@@ -1,0 +1,186 @@
+//! `Tracker`: the non-blocking `trackEvent` of the original request.
+//!
+//! # Contract
+//!
+//! - [`Tracker::track_event`] validates, sanitizes and encodes the event,
+//!   then enqueues it for the broker and returns its `event_id` without
+//!   waiting for the network. It never blocks and never allocates beyond the
+//!   bounded queue.
+//! - The queue holds at most `producer.queue_capacity` events. When it is
+//!   full, `track_event` returns [`TrackError::QueueFull`] at once: nothing
+//!   is dropped silently, and the caller chooses to retry, shed or slow down.
+//! - Delivery is idempotent (`enable.idempotence=true`, `acks=all`): the
+//!   broker stores each message once and in order per partition, retrying
+//!   until `producer.delivery_timeout_ms`. A message that still fails is
+//!   counted in [`DeliveryStats::failed`] and logged with its `event_id`.
+//! - [`Tracker::flush`] waits until every queued event is delivered or has
+//!   failed; call it before the process exits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use activity_core::avro::{AvroCodec, EncodeError, SchemaError};
+use activity_core::config::Settings;
+use activity_core::kafka::{client_config, partition_key};
+use activity_core::{EventId, NewEvent, ValidationError};
+use chrono::Utc;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("invalid event: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error("the producer queue is full ({capacity} events waiting for the broker); retry later")]
+    QueueFull { capacity: usize },
+    #[error("{0}")]
+    Encode(#[from] EncodeError),
+    #[error("avro schemas: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("flush timed out with {0} events still waiting for the broker")]
+    FlushTimeout(i32),
+}
+
+/// Counts since the tracker was built.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Events accepted by `track_event`.
+    pub enqueued: u64,
+    /// Events the broker acknowledged.
+    pub delivered: u64,
+    /// Events that failed after every retry.
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    enqueued: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Receives delivery reports on librdkafka's background thread.
+struct DeliveryContext {
+    counters: Arc<Counters>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let key = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                tracing::error!(%error, community_id = key, partition = message.partition(), "event delivery failed");
+            }
+        }
+    }
+}
+
+/// Publishes activity events to Kafka. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Tracker {
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    codec: Arc<AvroCodec>,
+    counters: Arc<Counters>,
+    topic: Arc<str>,
+    capacity: usize,
+}
+
+impl Tracker {
+    /// Builds a tracker for the configured brokers and topic.
+    pub fn new(settings: &Settings) -> Result<Self, TrackError> {
+        let counters = Arc::new(Counters::default());
+        let producer = client_config(&settings.kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", settings.producer.linger_ms.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                settings.producer.queue_capacity.to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                settings.producer.delivery_timeout_ms.to_string(),
+            )
+            .create_with_context(DeliveryContext {
+                counters: counters.clone(),
+            })?;
+        Ok(Self {
+            producer: Arc::new(producer),
+            codec: Arc::new(AvroCodec::new()?),
+            counters,
+            topic: settings.kafka.topic.as_str().into(),
+            capacity: settings.producer.queue_capacity,
+        })
+    }
+
+    /// Validates, encodes and enqueues one event; returns its `event_id`
+    /// (generated if the event had none). Does not wait for the broker.
+    pub fn track_event(&self, event: NewEvent) -> Result<EventId, TrackError> {
+        let event = event.validate(Utc::now())?;
+        let payload = self.codec.encode(&event)?;
+        let key = partition_key(event.community_id());
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).payload(&payload);
+        if let Some(key) = &key {
+            record = record.key(key.as_str());
+        }
+        match self.producer.send(record) {
+            Ok(()) => {
+                self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
+                Ok(event.event_id())
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(TrackError::QueueFull {
+                    capacity: self.capacity,
+                })
+            }
+            Err((error, _)) => Err(error.into()),
+        }
+    }
+
+    /// Waits until every enqueued event is delivered or failed (on a
+    /// blocking thread: librdkafka's flush blocks).
+    pub async fn flush(&self, timeout: Duration) -> Result<DeliveryStats, TrackError> {
+        let producer = self.producer.clone();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled));
+        match flushed {
+            Ok(()) => Ok(self.stats()),
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+                Err(TrackError::FlushTimeout(self.producer.in_flight_count()))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Events waiting for the broker right now.
+    pub fn queued(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    pub fn stats(&self) -> DeliveryStats {
+        DeliveryStats {
+            enqueued: self.counters.enqueued.load(Ordering::Relaxed),
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+}

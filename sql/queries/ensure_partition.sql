@@ -1,0 +1,1 @@
+SELECT activity_ensure_partition($1::timestamptz)

@@ -1,0 +1,44 @@
+//! `activity consume`.
+
+use activity_consumer::{Consumer, Store};
+use activity_core::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+/// Consumer flags; each overrides the profile's `[consumer]` section.
+#[derive(clap::Args, Default)]
+pub(crate) struct Args {
+    /// Consumer group id.
+    #[arg(long, env = "CONSUMER_GROUP_ID")]
+    group_id: Option<String>,
+    /// Events per database transaction.
+    #[arg(long, env = "CONSUMER_BATCH_SIZE")]
+    batch_size: Option<usize>,
+    /// How long a partial batch waits for more events, in milliseconds.
+    #[arg(long, env = "CONSUMER_BATCH_LINGER_MS")]
+    batch_linger_ms: Option<u64>,
+}
+
+impl Args {
+    pub(crate) fn apply(&self, settings: &mut Settings) {
+        if let Some(group) = &self.group_id {
+            settings.consumer.group_id = group.clone();
+        }
+        if let Some(size) = self.batch_size.filter(|&s| s > 0) {
+            settings.consumer.batch_size = size;
+        }
+        if let Some(linger) = self.batch_linger_ms {
+            settings.consumer.batch_linger_ms = linger;
+        }
+    }
+}
+
+pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
+    args.apply(&mut settings);
+    let shutdown = CancellationToken::new();
+    activity_core::shutdown::cancel_on_signal(shutdown.clone());
+    let store = Store::connect(settings.database_url.expose(), settings.consumer.pool_size)?;
+    let consumer = Consumer::build(&settings, store)?;
+    let totals = consumer.run_until_stopped(shutdown).await?;
+    tracing::info!(?totals, "done");
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `activity dev`: the pipeline on one laptop, in one process.
+
+use std::time::Duration;
+
+use activity_consumer::{Consumer, Store};
+use activity_core::config::Settings;
+use activity_producer::Tracker;
+use tokio_util::sync::CancellationToken;
+
+use super::{consume, migrate, produce};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Send this many synthetic events through the pipeline first.
+    #[arg(long, default_value_t = 0)]
+    sample: u64,
+    /// Stop once the sample is stored (for demos and scripts).
+    #[arg(long)]
+    exit_after_sample: bool,
+    #[command(flatten)]
+    shape: produce::ShapeArgs,
+    #[command(flatten)]
+    consume: consume::Args,
+}
+
+pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
+    args.consume.apply(&mut settings);
+    migrate::apply(&settings, true).await?;
+    let store = Store::connect(settings.database_url.expose(), settings.consumer.pool_size)?;
+    let before = count(&store).await?;
+
+    let shutdown = CancellationToken::new();
+    activity_core::shutdown::cancel_on_signal(shutdown.clone());
+    let consumer = Consumer::build(&settings, store.clone())?;
+    let consuming = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
+
+    if args.sample > 0 {
+        let tracker = Tracker::new(&settings)?;
+        let sent = produce::send_synthetic(&tracker, args.shape.shape(), args.sample).await?;
+        eprintln!("sent {} events ({} unique) in {:.1}s; waiting for the consumer", sent.sent, sent.unique, sent.seconds);
+        let target = before + sent.unique as i64;
+        while count(&store).await? < target && !shutdown.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        print_summary(&store).await?;
+        if args.exit_after_sample {
+            shutdown.cancel();
+        }
+    }
+
+    let mut last = count(&store).await?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                let now = count(&store).await?;
+                if now != last {
+                    eprintln!("stored {} new events ({} in total)", now - last, now);
+                    last = now;
+                }
+            }
+        }
+    }
+    let totals = consuming.await??;
+    eprintln!("consumer stopped: {totals:?}");
+    Ok(())
+}
+
+async fn count(store: &Store) -> anyhow::Result<i64> {
+    let client = store.pool().get().await?;
+    Ok(client.query_one("SELECT count(*) FROM activity_event_ids", &[]).await?.get(0))
+}
+
+/// Prints what the database holds, as the analytics API will answer it.
+async fn print_summary(store: &Store) -> anyhow::Result<()> {
+    let client = store.pool().get().await?;
+    let totals = client
+        .query_one(include_str!("../../sql/queries/summary_totals.sql"), &[])
+        .await?;
+    println!("stored in PostgreSQL:");
+    println!("  events       {:>10}", totals.get::<_, i64>("events"));
+    println!("  users        {:>10}  ({} with email from user.signup)", totals.get::<_, i64>("users"), totals.get::<_, i64>("users_with_email"));
+    println!("  communities  {:>10}  ({} named by community.created)", totals.get::<_, i64>("communities"), totals.get::<_, i64>("named_communities"));
+    let first: Option<chrono::DateTime<chrono::Utc>> = totals.get("first_event");
+    let last: Option<chrono::DateTime<chrono::Utc>> = totals.get("last_event");
+    if let (Some(first), Some(last)) = (first, last) {
+        println!("  from {first} to {last}");
+    }
+    println!("  {:<20} {:>10} {:>8}", "event_type", "events", "users");
+    for row in client
+        .query(include_str!("../../sql/queries/summary_by_type.sql"), &[])
+        .await?
+    {
+        println!("  {:<20} {:>10} {:>8}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand: parse its flags, call the libraries.
+
+pub(crate) mod consume;
+pub(crate) mod dev;
+pub(crate) mod migrate;
+pub(crate) mod produce;

@@ -1,0 +1,179 @@
+//! `activity produce`: events from a JSON-lines file, or synthetic ones.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use activity_core::config::Settings;
+use activity_core::{EventId, NewEvent, RawEvent};
+use activity_producer::synthetic::{Generator, Shape};
+use activity_producer::{TrackError, Tracker};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// JSON-lines file of events, one object per line ("-" reads stdin).
+    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    file: Option<PathBuf>,
+    /// Send this many synthetic events instead.
+    #[arg(long)]
+    synthetic: Option<u64>,
+    #[command(flatten)]
+    shape: ShapeArgs,
+}
+
+/// How synthetic traffic looks.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ShapeArgs {
+    /// Fraction of synthetic events that repeat an earlier event_id (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Number of synthetic communities.
+    #[arg(long, default_value_t = 50)]
+    communities: usize,
+    /// Number of synthetic users.
+    #[arg(long, default_value_t = 5_000)]
+    users: usize,
+    /// Synthetic events are spread over this many days up to now.
+    #[arg(long, default_value_t = 7)]
+    days: i64,
+    /// Seed of the synthetic generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl ShapeArgs {
+    pub(crate) fn shape(&self) -> Shape {
+        Shape {
+            communities: self.communities,
+            users: self.users,
+            days: self.days,
+            end: chrono::Utc::now(),
+            duplicates: self.duplicates,
+            seed: self.seed,
+        }
+    }
+}
+
+/// What a produce run did.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Summary {
+    pub(crate) sent: u64,
+    pub(crate) unique: u64,
+    pub(crate) invalid: u64,
+    pub(crate) delivered: u64,
+    pub(crate) failed: u64,
+    pub(crate) seconds: f64,
+}
+
+pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let tracker = Tracker::new(&settings)?;
+    let summary = match (&args.file, args.synthetic) {
+        (Some(path), _) => send_file(&tracker, path).await?,
+        (None, Some(count)) => send_synthetic(&tracker, args.shape.shape(), count).await?,
+        (None, None) => anyhow::bail!("give --file or --synthetic"),
+    };
+    println!("{}", serde_json::to_string(&summary)?);
+    if summary.failed > 0 {
+        anyhow::bail!("{} events were not delivered", summary.failed);
+    }
+    Ok(())
+}
+
+/// Sends `count` synthetic events and waits for their delivery.
+pub(crate) async fn send_synthetic(tracker: &Tracker, shape: Shape, count: u64) -> anyhow::Result<Summary> {
+    let mut generator = Generator::new(shape);
+    let progress = progress(count);
+    let started = Instant::now();
+    let mut ids = HashSet::new();
+    for _ in 0..count {
+        let id = enqueue(tracker, generator.next_event()).await?;
+        ids.insert(id);
+        progress.inc(1);
+    }
+    finish(tracker, progress, started, count, ids.len() as u64, 0).await
+}
+
+async fn send_file(tracker: &Tracker, path: &PathBuf) -> anyhow::Result<Summary> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?))
+    };
+    let progress = ProgressBar::new_spinner();
+    let started = Instant::now();
+    let (mut sent, mut invalid) = (0u64, 0u64);
+    let mut ids = HashSet::new();
+    for (index, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<serde_json::Value>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|value| RawEvent::from_json(value).map_err(|e| e.to_string()))
+            .and_then(|raw| raw.into_new_event().map_err(|e| e.to_string()));
+        let event = match parsed {
+            Ok(event) => event,
+            Err(reason) => {
+                invalid += 1;
+                eprintln!("line {}: {reason}", index + 1);
+                continue;
+            }
+        };
+        match enqueue(tracker, event).await {
+            Ok(id) => {
+                sent += 1;
+                ids.insert(id);
+                progress.inc(1);
+            }
+            Err(TrackError::Invalid(reason)) => {
+                invalid += 1;
+                eprintln!("line {}: {reason}", index + 1);
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    finish(tracker, progress, started, sent, ids.len() as u64, invalid).await
+}
+
+/// Enqueues one event; when the producer's queue is full, waits for room
+/// (the bounded wait this command chooses for the library's QueueFull error).
+async fn enqueue(tracker: &Tracker, event: NewEvent) -> Result<EventId, TrackError> {
+    loop {
+        match tracker.track_event(event.clone()) {
+            Err(TrackError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(2)).await,
+            other => return other,
+        }
+    }
+}
+
+async fn finish(
+    tracker: &Tracker,
+    progress: ProgressBar,
+    started: Instant,
+    sent: u64,
+    unique: u64,
+    invalid: u64,
+) -> anyhow::Result<Summary> {
+    progress.set_message("waiting for the broker");
+    let stats = tracker.flush(Duration::from_secs(120)).await?;
+    progress.finish_and_clear();
+    Ok(Summary {
+        sent,
+        unique,
+        invalid,
+        delivered: stats.delivered,
+        failed: stats.failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress(count: u64) -> ProgressBar {
+    let bar = ProgressBar::new(count);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
