@@ -73,6 +73,31 @@ pub struct AvroCodec {
     readers: HashMap<u64, Schema>,
 }
 
+/// Parses a schema file for reading and writing.
+///
+/// The `uuid` logical type is dropped from string fields: it changes neither
+/// the bytes nor the canonical form (so not the fingerprint), but with it
+/// `apache-avro` rejects a malformed UUID while decoding the datum, with an
+/// error that does not name the field. Without it, ids are read as strings
+/// and validation says which field is not a UUID.
+fn parse_for_the_wire(text: &str) -> Result<Schema, String> {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("logicalType").and_then(serde_json::Value::as_str) == Some("uuid") {
+                    map.remove("logicalType");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    strip(&mut json);
+    Schema::parse(&json).map_err(|e| e.to_string())
+}
+
 /// The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form.
 pub fn fingerprint(schema: &Schema) -> u64 {
     crc64_avro(&parsing_canonical_form(schema))
@@ -122,10 +147,7 @@ impl AvroCodec {
         let mut readers = HashMap::new();
         let mut newest = None;
         for (file, text) in SCHEMAS {
-            let schema = Schema::parse_str(text).map_err(|e| SchemaError {
-                file,
-                message: e.to_string(),
-            })?;
+            let schema = parse_for_the_wire(text).map_err(|message| SchemaError { file, message })?;
             let fp = fingerprint(&schema);
             readers.insert(fp, schema.clone());
             newest = Some((schema, fp));
@@ -158,14 +180,14 @@ impl AvroCodec {
         };
         let text = |value: Option<&str>| optional(value.map(|s| Value::String(s.to_owned())));
         let record = Value::Record(vec![
-            ("event_id".into(), Value::Uuid(event.event_id().as_uuid())),
+            ("event_id".into(), Value::String(event.event_id().to_string())),
             (
                 "user_id".into(),
-                optional(event.user_id().map(|id| Value::Uuid(id.as_uuid()))),
+                optional(event.user_id().map(|id| Value::String(id.to_string()))),
             ),
             (
                 "community_id".into(),
-                optional(event.community_id().map(|id| Value::Uuid(id.as_uuid()))),
+                optional(event.community_id().map(|id| Value::String(id.to_string()))),
             ),
             (
                 "event_type".into(),
@@ -286,12 +308,12 @@ fn uuid(field: &'static str, value: Value) -> Result<Option<uuid::Uuid>, DecodeE
     match value {
         Value::Null => Ok(None),
         Value::Uuid(id) => Ok(Some(id)),
-        Value::String(text) => uuid::Uuid::parse_str(&text)
-            .map(Some)
-            .map_err(|_| DecodeError::Field {
+        Value::String(text) => uuid::Uuid::parse_str(&text).map(Some).map_err(|_| {
+            DecodeError::Invalid(ValidationError::InvalidUuid {
                 field,
-                found: crate::event::excerpt(&text),
-            }),
+                value: crate::event::excerpt(&text),
+            })
+        }),
         other => Err(unexpected(field, &other)),
     }
 }
@@ -398,7 +420,7 @@ mod tests {
             let datum = apache_avro::to_avro_datum(
                 codec.writer_schema(),
                 Value::Record(vec![
-                    ("event_id".into(), Value::Uuid(Uuid::now_v7())),
+                    ("event_id".into(), Value::String(Uuid::now_v7().to_string())),
                     ("user_id".into(), Value::Union(1, Box::new(Value::String(user.into())))),
                     ("community_id".into(), Value::Union(0, Box::new(Value::Null))),
                     ("event_type".into(), Value::String(event_type.into())),
@@ -422,5 +444,8 @@ mod tests {
             codec.decode_valid(&bad_type, Utc::now()),
             Err(DecodeError::Invalid(ValidationError::EventType(_)))
         ));
+        let bad_id = record("user.login", "not-a-uuid");
+        let error = codec.decode_valid(&bad_id, Utc::now()).unwrap_err().to_string();
+        assert!(error.contains("user_id") && error.contains("not-a-uuid"), "{error}");
     }
 }

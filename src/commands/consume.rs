@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Consumer flags; each overrides the profile's `[consumer]` section.
 #[derive(clap::Args, Default)]
-pub(crate) struct Args {
+pub(crate) struct ConsumerArgs {
     /// Consumer group id.
     #[arg(long, env = "CONSUMER_GROUP_ID")]
     group_id: Option<String>,
@@ -18,7 +18,7 @@ pub(crate) struct Args {
     batch_linger_ms: Option<u64>,
 }
 
-impl Args {
+impl ConsumerArgs {
     pub(crate) fn apply(&self, settings: &mut Settings) {
         if let Some(group) = &self.group_id {
             settings.consumer.group_id = group.clone();
@@ -32,7 +32,7 @@ impl Args {
     }
 }
 
-pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(mut settings: Settings, args: ConsumerArgs) -> anyhow::Result<()> {
     args.apply(&mut settings);
     let shutdown = CancellationToken::new();
     activity_core::shutdown::cancel_on_signal(shutdown.clone());

@@ -20,7 +20,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     shape: produce::ShapeArgs,
     #[command(flatten)]
-    consume: consume::Args,
+    consume: consume::ConsumerArgs,
 }
 
 pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {

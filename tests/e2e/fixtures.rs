@@ -1,0 +1,323 @@
+//! Fresh databases, topics and consumers for one test each.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use activity_consumer::{Consumer, Store, Totals};
+use activity_core::config::Settings;
+use activity_core::kafka::{client_config, dlq_topic};
+use activity_core::ActivityEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x"))
+}
+
+/// A database of its own, migrated, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = unique("activity_test");
+        let url = format!("{}/{name}", server_url());
+        activity_consumer::store::migrate::migrate(&url, 1).await.expect("migrate a fresh database");
+        Self { name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// Waits until `activity_event_ids` holds `expected` rows.
+    pub async fn wait_for_events(&self, expected: i64, timeout: Duration) -> i64 {
+        let client = self.client().await;
+        let started = Instant::now();
+        loop {
+            let stored: i64 = client
+                .query_one("SELECT count(*) FROM activity_event_ids", &[])
+                .await
+                .expect("count")
+                .get(0);
+            if stored >= expected || started.elapsed() > timeout {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every stored event, by id.
+    pub async fn stored(&self) -> HashMap<Uuid, StoredRow> {
+        let rows = self
+            .client()
+            .await
+            .query(
+                "SELECT event_id, user_id, community_id, event_type, entity_type, entity_id,
+                        metadata, ip_address, user_agent, created_at FROM activities",
+                &[],
+            )
+            .await
+            .expect("read activities");
+        let mut stored = HashMap::new();
+        for row in rows {
+            let event = StoredRow {
+                event_id: row.get(0),
+                user_id: row.get(1),
+                community_id: row.get(2),
+                event_type: row.get(3),
+                entity_type: row.get(4),
+                entity_id: row.get(5),
+                metadata: row.get(6),
+                ip_address: row.get(7),
+                user_agent: row.get(8),
+                created_at: row.get(9),
+            };
+            let previous = stored.insert(event.event_id, event);
+            assert!(previous.is_none(), "event_id stored twice");
+        }
+        stored
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let server = format!("{}/postgres", server_url());
+        // Drop runs outside any runtime we may block: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await.ok()?;
+                tokio::spawn(connection);
+                let statement: String = client
+                    .query_one("SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)", &[&name])
+                    .await
+                    .ok()?
+                    .get(0);
+                client.batch_execute(&statement).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// One row of `activities`, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub event_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub community_id: Option<Uuid>,
+    pub event_type: String,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl StoredRow {
+    /// The row an event must become.
+    pub fn expected(event: &ActivityEvent) -> Self {
+        Self {
+            event_id: event.event_id().as_uuid(),
+            user_id: event.user_id().map(|id| id.as_uuid()),
+            community_id: event.community_id().map(|id| id.as_uuid()),
+            event_type: event.event_type().to_string(),
+            entity_type: event.entity_type().map(str::to_owned),
+            entity_id: event.entity_id().map(str::to_owned),
+            metadata: event.metadata().map(|m| m.clone().into_value()),
+            ip_address: event.ip_address().map(|ip| ip.to_string()),
+            user_agent: event.user_agent().map(str::to_owned),
+            created_at: event.created_at(),
+        }
+    }
+}
+
+/// A topic (and its DLQ) of its own, deleted when the test ends.
+pub struct TestTopic {
+    pub name: String,
+}
+
+impl TestTopic {
+    pub async fn new(partitions: i32) -> Self {
+        let name = unique("t");
+        let admin: AdminClient<DefaultClientContext> = client_config(&brokers()).create().expect("admin client");
+        let dlq = dlq_topic(&name);
+        let topics = [
+            NewTopic::new(&name, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+        ];
+        for result in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .expect("the broker at KAFKA_BROKERS answers (start it with scripts/kafka-test-broker)")
+        {
+            result.expect("create topic");
+        }
+        Self { name }
+    }
+
+    pub fn dlq(&self) -> String {
+        dlq_topic(&self.name)
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        let topics = [self.name.clone(), self.dlq()];
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin: AdminClient<DefaultClientContext> = client_config(&brokers()).create().ok()?;
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                admin.delete_topics(&names, &AdminOptions::new()).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings pointing at this test's database and topic, with a group of its own.
+pub fn settings(db: &TestDb, topic: &TestTopic) -> Settings {
+    let mut settings = Settings::default();
+    settings.database_url = activity_core::config::Secret::new(db.url.clone());
+    settings.kafka.brokers = brokers();
+    settings.kafka.topic = topic.name.clone();
+    settings.consumer.group_id = unique("g");
+    settings.consumer.session_timeout_ms = 6000;
+    settings.consumer.batch_linger_ms = 50;
+    settings
+}
+
+/// A consumer running in this process, stopped (gracefully) on `stop` or drop.
+pub struct InProcessConsumer {
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<Totals, activity_consumer::ConsumerError>>>,
+}
+
+impl InProcessConsumer {
+    pub fn start(settings: &Settings) -> Self {
+        let store = Store::connect(settings.database_url.expose(), 2).expect("store");
+        let consumer = Consumer::build(settings, store).expect("consumer");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
+        Self { shutdown, handle: Some(handle) }
+    }
+
+    pub async fn stop(mut self) -> Totals {
+        self.shutdown.cancel();
+        let handle = self.handle.take().expect("running");
+        handle.await.expect("consumer task").expect("consumer result")
+    }
+}
+
+impl Drop for InProcessConsumer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `activity consume` as a child process, killed when dropped.
+pub struct ConsumerProcess {
+    pub child: tokio::process::Child,
+}
+
+impl ConsumerProcess {
+    pub fn spawn(settings: &Settings, log_name: &str) -> Self {
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{log_name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .arg("consume")
+            .env("DATABASE_URL", settings.database_url.expose())
+            .env("KAFKA_BROKERS", &settings.kafka.brokers)
+            .env("KAFKA_TOPIC", &settings.kafka.topic)
+            .env("CONSUMER_GROUP_ID", &settings.consumer.group_id)
+            .env("CONSUMER_BATCH_SIZE", settings.consumer.batch_size.to_string())
+            .env("CONSUMER_BATCH_LINGER_MS", settings.consumer.batch_linger_ms.to_string())
+            .env("APP_ENV", "dev")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn activity consume");
+        Self { child }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal the consumer");
+    }
+}
+
+/// A plain producer, for bytes the Tracker would never send.
+pub struct RawProducer(rdkafka::producer::FutureProducer);
+
+impl RawProducer {
+    pub fn new() -> Self {
+        Self(client_config(&brokers()).set("enable.idempotence", "true").create().expect("producer"))
+    }
+
+    pub async fn send(&self, topic: &str, partition: Option<i32>, key: Option<&str>, payload: &[u8]) -> (i32, i64) {
+        let mut record: rdkafka::producer::FutureRecord<'_, str, [u8]> =
+            rdkafka::producer::FutureRecord::to(topic).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let delivery = self
+            .0
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("broker acknowledged");
+        (delivery.partition, delivery.offset)
+    }
+}
+
+/// Sends events through the Tracker and waits for their delivery.
+pub async fn track_all(settings: &Settings, events: impl IntoIterator<Item = activity_core::NewEvent>) -> activity_producer::DeliveryStats {
+    let tracker = activity_producer::Tracker::new(settings).expect("tracker");
+    for event in events {
+        loop {
+            match tracker.track_event(event.clone()) {
+                Err(activity_producer::TrackError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+                other => {
+                    other.expect("valid event");
+                    break;
+                }
+            }
+        }
+    }
+    tracker.flush(Duration::from_secs(60)).await.expect("flush")
+}

@@ -1,0 +1,203 @@
+//! Tracker → broker → consumer → PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use activity_core::avro::AvroCodec;
+use activity_core::kafka::partition_key;
+use activity_core::NewEvent;
+use activity_producer::synthetic::{Generator, Shape};
+use activity_producer::{TrackError, Tracker};
+use chrono::{TimeZone, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::fixtures::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_are_stored_field_by_field() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(6).await;
+    let settings = settings(&db, &topic);
+    let now = Utc::now();
+
+    let mut generator = Generator::new(Shape { seed: 1, days: 60, ..Shape::default() });
+    let mut events: Vec<NewEvent> = (0..9_990).map(|_| generator.next_event()).collect();
+    // The corners of the event model, beside the synthetic mix.
+    for i in 0..10 {
+        let mut event = NewEvent::new("system.maintenance.finished")
+            .event_id(Uuid::now_v7())
+            .ip_address("2001:db8::42")
+            .metadata(json!({"ünïcödé": "日本語 ✓", "nested": {"list": [1, 2.5, null, true]}, "i": i, "password": "hunter2"}))
+            .created_at(now - chrono::TimeDelta::microseconds(123_457 * i));
+        if i % 2 == 0 {
+            event.user_agent = Some("x".repeat(600));
+        }
+        events.push(event);
+    }
+    let expected: Vec<_> = events.iter().cloned().map(|e| e.validate(now).expect("valid")).collect();
+
+    let consumer = InProcessConsumer::start(&settings);
+    let stats = track_all(&settings, events).await;
+    assert_eq!(stats.delivered, 10_000);
+    assert_eq!(stats.failed, 0);
+    assert_eq!(db.wait_for_events(10_000, Duration::from_secs(120)).await, 10_000);
+    let totals = consumer.stop().await;
+    assert_eq!(totals.stored, 10_000);
+
+    let stored = db.stored().await;
+    assert_eq!(stored.len(), 10_000);
+    for event in &expected {
+        let row = stored.get(&event.event_id().as_uuid()).expect("every event stored");
+        assert_eq!(row, &StoredRow::expected(event));
+    }
+    let system = stored.values().find(|r| r.event_type == "system.maintenance.finished").expect("system event");
+    assert_eq!(system.metadata.as_ref().expect("metadata")["password"], "[REDACTED]");
+    assert_eq!(system.user_id, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_three_times_through_different_partitions_is_stored_once() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let codec = AvroCodec::new().expect("codec");
+    let producer = RawProducer::new();
+
+    let community = Uuid::new_v4();
+    let event = NewEvent::new("github.push")
+        .event_id(Uuid::now_v7())
+        .community(community)
+        .user(Uuid::new_v4())
+        .created_at(Utc::now())
+        .validate(Utc::now())
+        .expect("valid");
+    // The same event_id, re-sent by a client whose retry stamped another
+    // time: a different month, so a different partition of activities.
+    let retried = NewEvent { created_at: Some(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap()), ..event.clone().into_new_event() }
+        .validate(Utc::now())
+        .expect("valid");
+    let key = partition_key(event.community_id());
+    let mut offsets = HashSet::new();
+    for (partition, copy) in [(0, &event), (1, &event), (2, &retried)] {
+        let bytes = codec.encode(copy).expect("encode");
+        offsets.insert(producer.send(&topic.name, Some(partition), key.as_deref(), &bytes).await);
+    }
+    assert_eq!(offsets.len(), 3, "three different partitions/offsets");
+
+    let consumer = InProcessConsumer::start(&settings);
+    // Stored once, so the count stops at 1; wait for the consumer to have read all three.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut totals = None;
+    while Instant::now() < deadline {
+        if db.count("SELECT count(*) FROM activity_event_ids").await == 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            totals = Some(consumer.stop().await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let totals = totals.expect("stored within a minute");
+    assert_eq!(totals.stored + totals.duplicates, 3, "{totals:?}");
+    assert_eq!(db.count("SELECT count(*) FROM activities").await, 1);
+    let stored = db.stored().await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored.contains_key(&event.event_id().as_uuid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requests_load_test_one_hundred_thousand_events() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(6).await;
+    let settings = settings(&db, &topic);
+    let mut generator = Generator::new(Shape { seed: 100, duplicates: 0.0, ..Shape::default() });
+    let events: Vec<NewEvent> = (0..100_000).map(|_| generator.next_event()).collect();
+    let ids: HashSet<Uuid> = events.iter().filter_map(|e| e.event_id).collect();
+
+    let started = Instant::now();
+    let consumer = InProcessConsumer::start(&settings);
+    let stats = track_all(&settings, events).await;
+    let produced = started.elapsed();
+    assert_eq!(stats.delivered, 100_000);
+    let stored = db.wait_for_events(ids.len() as i64, Duration::from_secs(600)).await;
+    let took = started.elapsed();
+    consumer.stop().await;
+    eprintln!(
+        "load test: 100000 events end to end in {:.1} s ({:.0} events/s; producing took {:.1} s)",
+        took.as_secs_f64(),
+        100_000.0 / took.as_secs_f64(),
+        produced.as_secs_f64()
+    );
+    assert_eq!(stored, ids.len() as i64);
+    let stored_ids: HashSet<Uuid> = db.stored().await.into_keys().collect();
+    assert_eq!(stored_ids, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_commits_and_leaves_the_group() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let codec = AvroCodec::new().expect("codec");
+    let producer = RawProducer::new();
+    let mut generator = Generator::new(Shape { seed: 5, ..Shape::default() });
+    // Next offset to consume per partition once everything is read, from the
+    // broker's own delivery reports.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for chunk in (0..3_000).map(|_| generator.next_event().validate(Utc::now()).expect("valid")).collect::<Vec<_>>().chunks(500) {
+        let sends = chunk.iter().map(|event| {
+            let bytes = codec.encode(event).expect("encode");
+            let key = partition_key(event.community_id());
+            let topic = topic.name.clone();
+            let producer = &producer;
+            async move { producer.send(&topic, None, key.as_deref(), &bytes).await }
+        });
+        for (partition, offset) in futures::future::join_all(sends).await {
+            let end = ends.entry(partition).or_default();
+            *end = (*end).max(offset + 1);
+        }
+    }
+
+    let mut process = ConsumerProcess::spawn(&settings, "sigterm");
+    assert_eq!(db.wait_for_events(3_000, Duration::from_secs(60)).await, 3_000);
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
+        .await
+        .expect("stopped within the grace period")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+
+    // Everything stored is committed: the group's offset is at the end of
+    // every partition.
+    let probe: BaseConsumer = activity_core::kafka::client_config(&settings.kafka.brokers)
+        .set("group.id", &settings.consumer.group_id)
+        .create()
+        .expect("probe");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..3 {
+        list.add_partition(&topic.name, partition);
+    }
+    let committed = probe.committed_offsets(list, Duration::from_secs(10)).expect("committed offsets");
+    for element in committed.elements() {
+        let end = ends.get(&element.partition()).copied().unwrap_or(0);
+        let expected = if end == 0 { rdkafka::Offset::Invalid } else { rdkafka::Offset::Offset(end) };
+        assert_eq!(element.offset(), expected, "partition {}", element.partition());
+    }
+}
+
+#[tokio::test]
+async fn a_full_producer_queue_is_an_error_the_caller_sees() {
+    let mut settings = activity_core::config::Settings::default();
+    settings.kafka.brokers = "127.0.0.1:1".into(); // nothing listens: nothing leaves the queue
+    settings.producer.queue_capacity = 10;
+    let tracker = Tracker::new(&settings).expect("tracker");
+    for _ in 0..10 {
+        tracker.track_event(NewEvent::new("user.login")).expect("room in the queue");
+    }
+    let full = tracker.track_event(NewEvent::new("user.login"));
+    assert!(matches!(full, Err(TrackError::QueueFull { capacity: 10 })), "{full:?}");
+    assert_eq!(tracker.stats().enqueued, 10);
+    let invalid = tracker.track_event(NewEvent::new("Not A Type"));
+    assert!(matches!(invalid, Err(TrackError::Invalid(_))));
+}
