@@ -42,7 +42,11 @@ struct Args {
     #[arg(long, default_value = "target/release/activity")]
     activity_bin: PathBuf,
     /// PostgreSQL server (without a database name).
-    #[arg(long, env = "BENCH_DATABASE_SERVER", default_value = "postgres://postgres@127.0.0.1:5432")]
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
     server: String,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -54,7 +58,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let run = Uuid::new_v4().simple().to_string().chars().take(10).collect::<String>();
+    let run = Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(10)
+        .collect::<String>();
     let names = Names {
         topic: format!("bench.ingest.{run}"),
         consumer_db: format!("bench_consume_{run}"),
@@ -122,7 +131,11 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
     let stats = tracker.flush(Duration::from_secs(300)).await?;
     let produce_seconds = started.elapsed().as_secs_f64();
     if stats.delivered != n || stats.failed != 0 {
-        bail!("the broker acknowledged {} of {n} events ({} failed)", stats.delivered, stats.failed);
+        bail!(
+            "the broker acknowledged {} of {n} events ({} failed)",
+            stats.delivered,
+            stats.failed
+        );
     }
     drop(tracker);
 
@@ -177,14 +190,21 @@ struct Drain {
 /// Runs `activity consume` until every event is committed, then stops it with
 /// SIGTERM. Progress is read from the identity sequence (cheap), completion
 /// from an exact count.
-async fn drain(args: &Args, settings: &Settings, url: &str, names: &Names, run: &str) -> anyhow::Result<Drain> {
+async fn drain(
+    args: &Args,
+    settings: &Settings,
+    url: &str,
+    names: &Names,
+    run: &str,
+) -> anyhow::Result<Drain> {
     let n = args.events as i64;
     let db = connect(url).await?;
     let sequence: String = db
         .query_one("SELECT pg_get_serial_sequence('activities', 'id')", &[])
         .await?
         .try_get(0)?;
-    let progress_sql = format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}");
+    let progress_sql =
+        format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}");
 
     let spawned = Instant::now();
     let mut child = tokio::process::Command::new(&args.activity_bin)
@@ -198,7 +218,12 @@ async fn drain(args: &Args, settings: &Settings, url: &str, names: &Names, run: 
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("cannot start {} (build it with cargo build --release)", args.activity_bin.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with cargo build --release)",
+                args.activity_bin.display()
+            )
+        })?;
     let pid = child.id().context("the consumer exited at once")?;
 
     let mut peak_rss_kb = 0;
@@ -214,7 +239,10 @@ async fn drain(args: &Args, settings: &Settings, url: &str, names: &Names, run: 
             first_row = Some(Instant::now());
         }
         if stored >= n {
-            let exact: i64 = db.query_one("SELECT count(*) FROM activities", &[]).await?.try_get(0)?;
+            let exact: i64 = db
+                .query_one("SELECT count(*) FROM activities", &[])
+                .await?
+                .try_get(0)?;
             if exact >= n {
                 break Instant::now();
             }
@@ -237,7 +265,10 @@ async fn drain(args: &Args, settings: &Settings, url: &str, names: &Names, run: 
     if !status.success() {
         bail!("the consumer exited with {status} after SIGTERM");
     }
-    let stored: i64 = db.query_one("SELECT count(*) FROM activity_event_ids", &[]).await?.try_get(0)?;
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM activity_event_ids", &[])
+        .await?
+        .try_get(0)?;
     if stored != n {
         bail!("{stored} distinct events stored, {n} produced");
     }
@@ -274,13 +305,18 @@ fn materialize(shape: Shape, n: u64) -> anyhow::Result<Vec<ActivityEvent>> {
 
 /// COPYs the users, communities, event ids and events into their tables,
 /// one transaction each, and returns the seconds each took.
-async fn copy_baseline(url: &str, events: &[ActivityEvent]) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+async fn copy_baseline(
+    url: &str,
+    events: &[ActivityEvent],
+) -> anyhow::Result<BTreeMap<&'static str, f64>> {
     let mut db = connect(url).await?;
     let mut users: HashMap<Uuid, (Option<String>, DateTime<Utc>)> = HashMap::new();
     let mut communities: HashMap<Uuid, (Option<String>, DateTime<Utc>)> = HashMap::new();
     for event in events {
         if let Some(user) = event.user_id() {
-            let entry = users.entry(user.as_uuid()).or_insert((None, event.created_at()));
+            let entry = users
+                .entry(user.as_uuid())
+                .or_insert((None, event.created_at()));
             entry.1 = entry.1.min(event.created_at());
             if entry.0.is_none() {
                 entry.0 = event.signup_email().map(str::to_owned);
@@ -300,29 +336,47 @@ async fn copy_baseline(url: &str, events: &[ActivityEvent]) -> anyhow::Result<BT
         .iter()
         .map(|e| e.metadata().map(|m| Value::Object(m.as_map().clone())))
         .collect();
-    let ips: Vec<Option<String>> = events.iter().map(|e| e.ip_address().map(|ip| ip.to_string())).collect();
+    let ips: Vec<Option<String>> = events
+        .iter()
+        .map(|e| e.ip_address().map(|ip| ip.to_string()))
+        .collect();
 
     let mut seconds = BTreeMap::new();
     let profile_types = [Type::UUID, Type::TEXT, Type::TIMESTAMPTZ];
     let timed = Instant::now();
-    copy(&mut db, "COPY users (id, email, created_at) FROM STDIN BINARY", &profile_types, users.iter(), |(id, (email, at))| {
-        vec![*id as &(dyn ToSql + Sync), email, at]
-    })
+    copy(
+        &mut db,
+        "COPY users (id, email, created_at) FROM STDIN BINARY",
+        &profile_types,
+        users.iter(),
+        |(id, (email, at))| vec![*id as &(dyn ToSql + Sync), email, at],
+    )
     .await?;
     seconds.insert("users", round3(timed.elapsed().as_secs_f64()));
 
     let timed = Instant::now();
-    copy(&mut db, "COPY communities (id, name, created_at) FROM STDIN BINARY", &profile_types, communities.iter(), |(id, (name, at))| {
-        vec![*id as &(dyn ToSql + Sync), name, at]
-    })
+    copy(
+        &mut db,
+        "COPY communities (id, name, created_at) FROM STDIN BINARY",
+        &profile_types,
+        communities.iter(),
+        |(id, (name, at))| vec![*id as &(dyn ToSql + Sync), name, at],
+    )
     .await?;
     seconds.insert("communities", round3(timed.elapsed().as_secs_f64()));
 
-    let id_rows: Vec<(Uuid, DateTime<Utc>)> = events.iter().map(|e| (e.event_id().as_uuid(), e.created_at())).collect();
+    let id_rows: Vec<(Uuid, DateTime<Utc>)> = events
+        .iter()
+        .map(|e| (e.event_id().as_uuid(), e.created_at()))
+        .collect();
     let timed = Instant::now();
-    copy(&mut db, "COPY activity_event_ids (event_id, created_at) FROM STDIN BINARY", &[Type::UUID, Type::TIMESTAMPTZ], id_rows.iter(), |(id, at)| {
-        vec![id as &(dyn ToSql + Sync), at]
-    })
+    copy(
+        &mut db,
+        "COPY activity_event_ids (event_id, created_at) FROM STDIN BINARY",
+        &[Type::UUID, Type::TIMESTAMPTZ],
+        id_rows.iter(),
+        |(id, at)| vec![id as &(dyn ToSql + Sync), at],
+    )
     .await?;
     seconds.insert("activity_event_ids", round3(timed.elapsed().as_secs_f64()));
 
@@ -377,7 +431,10 @@ async fn copy_baseline(url: &str, events: &[ActivityEvent]) -> anyhow::Result<BT
     )
     .await?;
     seconds.insert("activities", round3(timed.elapsed().as_secs_f64()));
-    let copied: i64 = db.query_one("SELECT count(*) FROM activities", &[]).await?.try_get(0)?;
+    let copied: i64 = db
+        .query_one("SELECT count(*) FROM activities", &[])
+        .await?
+        .try_get(0)?;
     if copied != events.len() as i64 {
         bail!("COPY stored {copied} of {} rows", events.len());
     }
@@ -428,7 +485,10 @@ async fn cleanup(args: &Args, names: &Names) -> anyhow::Result<()> {
     let server = connect(&format!("{}/postgres", args.server)).await?;
     for db in [&names.consumer_db, &names.copy_db] {
         let statement: String = server
-            .query_one("SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)", &[db])
+            .query_one(
+                "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
+                &[db],
+            )
             .await?
             .try_get(0)?;
         server.batch_execute(&statement).await?;

@@ -49,7 +49,11 @@ impl DeadLetters {
 
     /// Sends one letter and waits for the broker's acknowledgement, retrying
     /// with backoff until it is acknowledged or `abort` fires.
-    pub async fn send(&self, letter: &DeadLetter, abort: &CancellationToken) -> Result<(), Aborted> {
+    pub async fn send(
+        &self,
+        letter: &DeadLetter,
+        abort: &CancellationToken,
+    ) -> Result<(), Aborted> {
         let partition = letter.partition.to_string();
         let offset = letter.offset.to_string();
         let mut backoff = Backoff::default();

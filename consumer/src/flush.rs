@@ -110,7 +110,8 @@ async fn store_isolating(
     let mut stored = Stored::default();
     let mut refused = Vec::new();
     // Work list of index ranges still to store; a refused range is halved.
-    let mut ranges = vec![0..events.len()];
+    let mut ranges = Vec::new();
+    ranges.push(0..events.len());
     while let Some(range) = ranges.pop() {
         if range.is_empty() {
             continue;

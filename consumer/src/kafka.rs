@@ -31,7 +31,9 @@ use activity_core::avro::AvroCodec;
 use activity_core::config::{ConsumerSettings, Settings};
 use activity_core::kafka::client_config;
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -119,7 +121,11 @@ impl ConsumerContext for GroupContext {
                     *next += 1;
                     generations.insert(element.partition(), *next);
                 }
-                let list: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
+                let list: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
                 tracing::info!(partitions = ?list, "partitions assigned");
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -156,10 +162,15 @@ impl Consumer {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", settings.consumer.session_timeout_ms.to_string())
+            .set(
+                "session.timeout.ms",
+                settings.consumer.session_timeout_ms.to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
-                (settings.consumer.session_timeout_ms / 3).max(100).to_string(),
+                (settings.consumer.session_timeout_ms / 3)
+                    .max(100)
+                    .to_string(),
             )
             // Bounds the prefetch buffer, and so the consumer's memory.
             .set("queued.max.messages.kbytes", "16384")
@@ -177,7 +188,10 @@ impl Consumer {
 
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
     /// hand, commits and leaves the group.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<Totals, ConsumerError> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<Totals, ConsumerError> {
         let batch_size = self.settings.batch_size;
         let linger = self.settings.batch_linger();
         // Cancelled only when the grace period after `shutdown` runs out.
@@ -197,7 +211,10 @@ impl Consumer {
                 in_flight = Some((self.spawn_flush(batch, &abort), Instant::now()));
                 continue;
             }
-            let stalled = full && in_flight.as_ref().is_some_and(|(_, since)| since.elapsed() >= STALL);
+            let stalled = full
+                && in_flight
+                    .as_ref()
+                    .is_some_and(|(_, since)| since.elapsed() >= STALL);
             if stalled && paused.is_none() {
                 paused = self.pause();
             }
@@ -247,7 +264,11 @@ impl Consumer {
         mut totals: Totals,
     ) -> Result<Totals, ConsumerError> {
         let grace = self.settings.shutdown_grace();
-        tracing::info!(grace_ms = grace.as_millis() as u64, held = pending.len(), "stopping: finishing the batch in hand");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            held = pending.len(),
+            "stopping: finishing the batch in hand"
+        );
         let deadline = Instant::now() + grace;
         let abort_at_deadline = {
             let abort = abort.clone();
@@ -275,10 +296,18 @@ impl Consumer {
         }
         abort_at_deadline.abort();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "final commit failed; uncommitted events will be read again and deduplicated"),
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "final commit failed; uncommitted events will be read again and deduplicated")
+            }
         }
-        tracing::info!(stored = totals.stored, duplicates = totals.duplicates, dead_lettered = totals.dead_lettered, "consumer stopped");
+        tracing::info!(
+            stored = totals.stored,
+            duplicates = totals.duplicates,
+            dead_lettered = totals.dead_lettered,
+            "consumer stopped"
+        );
         // Dropping the consumer closes it: it leaves the group at once.
         Ok(totals)
     }
@@ -295,19 +324,29 @@ impl Consumer {
             .filter(|m| context.current(m.partition) == Some(m.generation))
             .collect();
         if batch.len() < before {
-            tracing::info!(dropped = before - batch.len(), "dropped messages of revoked partitions");
+            tracing::info!(
+                dropped = before - batch.len(),
+                "dropped messages of revoked partitions"
+            );
         }
         batch
     }
 
-    fn spawn_flush(&self, batch: Vec<Received>, abort: &CancellationToken) -> JoinHandle<Result<Flushed, Aborted>> {
+    fn spawn_flush(
+        &self,
+        batch: Vec<Received>,
+        abort: &CancellationToken,
+    ) -> JoinHandle<Result<Flushed, Aborted>> {
         let store = self.store.clone();
         let dlq = self.dlq.clone();
         let abort = abort.clone();
         tokio::spawn(async move { flush(batch, &store, &dlq, &abort).await })
     }
 
-    fn decode(&self, message: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) -> Option<Received> {
+    fn decode(
+        &self,
+        message: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+    ) -> Option<Received> {
         let message = match message {
             Ok(message) => message,
             Err(error) => {
@@ -339,7 +378,9 @@ impl Consumer {
         let mut list = TopicPartitionList::new();
         for (&partition, &(generation, next)) in &flushed.offsets {
             if context.current(partition) == Some(generation) {
-                if let Err(error) = list.add_partition_offset(&self.topic, partition, Offset::Offset(next)) {
+                if let Err(error) =
+                    list.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                {
                     tracing::warn!(%error, partition, "cannot store offset");
                 }
             }
@@ -355,7 +396,10 @@ impl Consumer {
         let assignment = self.consumer.assignment().ok()?;
         match self.consumer.pause(&assignment) {
             Ok(()) => {
-                tracing::warn!(partitions = assignment.count(), "database slow or down: partitions paused");
+                tracing::warn!(
+                    partitions = assignment.count(),
+                    "database slow or down: partitions paused"
+                );
                 Some(assignment)
             }
             Err(error) => {

@@ -31,9 +31,7 @@ impl Backoff {
     /// `[0, min(CAP, BASE * 2^attempt)]`, so many consumers retrying the same
     /// database do not retry in lockstep.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = BASE
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(CAP);
+        let ceiling = BASE.saturating_mul(1u32 << self.attempt.min(16)).min(CAP);
         self.attempt = self.attempt.saturating_add(1);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
@@ -59,7 +57,10 @@ mod tests {
         for attempt in 0..40u32 {
             let delay = backoff.next_delay();
             let ceiling = BASE.saturating_mul(1u32 << attempt.min(16)).min(CAP);
-            assert!(delay <= ceiling, "attempt {attempt}: {delay:?} > {ceiling:?}");
+            assert!(
+                delay <= ceiling,
+                "attempt {attempt}: {delay:?} > {ceiling:?}"
+            );
         }
         assert_eq!(backoff.attempts(), 40);
     }

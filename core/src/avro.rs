@@ -116,9 +116,11 @@ pub fn parsing_canonical_form(schema: &Schema) -> String {
     ];
     // The canonical form has no whitespace, and an object can only appear
     // where a type is expected, so this textual rewrite is exact.
-    PRIMITIVES.iter().fold(schema.canonical_form(), |form, name| {
-        form.replace(&format!(r#"{{"type":"{name}"}}"#), &format!(r#""{name}""#))
-    })
+    PRIMITIVES
+        .iter()
+        .fold(schema.canonical_form(), |form, name| {
+            form.replace(&format!(r#"{{"type":"{name}"}}"#), &format!(r#""{name}""#))
+        })
 }
 
 /// CRC-64-AVRO (the Rabin fingerprint of the Avro specification).
@@ -147,7 +149,8 @@ impl AvroCodec {
         let mut readers = HashMap::new();
         let mut newest = None;
         for (file, text) in SCHEMAS {
-            let schema = parse_for_the_wire(text).map_err(|message| SchemaError { file, message })?;
+            let schema =
+                parse_for_the_wire(text).map_err(|message| SchemaError { file, message })?;
             let fp = fingerprint(&schema);
             readers.insert(fp, schema.clone());
             newest = Some((schema, fp));
@@ -180,7 +183,10 @@ impl AvroCodec {
         };
         let text = |value: Option<&str>| optional(value.map(|s| Value::String(s.to_owned())));
         let record = Value::Record(vec![
-            ("event_id".into(), Value::String(event.event_id().to_string())),
+            (
+                "event_id".into(),
+                Value::String(event.event_id().to_string()),
+            ),
             (
                 "user_id".into(),
                 optional(event.user_id().map(|id| Value::String(id.to_string()))),
@@ -383,15 +389,22 @@ mod tests {
         assert_eq!(codec.writer_fingerprint(), crc64_avro(canonical));
         // The specification's test vectors (share/test/data/schema-tests.txt).
         assert_eq!(crc64_avro(r#""null""#) as i64, 7_195_948_357_588_979_594);
-        assert_eq!(crc64_avro(r#""boolean""#) as i64, -6_970_731_678_124_411_036);
-        assert_eq!(crc64_avro(r#"{"name":"foo","type":"fixed","size":15}"#) as i64, 1_756_455_273_707_447_556);
+        assert_eq!(
+            crc64_avro(r#""boolean""#) as i64,
+            -6_970_731_678_124_411_036
+        );
+        assert_eq!(
+            crc64_avro(r#"{"name":"foo","type":"fixed","size":15}"#) as i64,
+            1_756_455_273_707_447_556
+        );
 
         let bytes = codec.encode(&sample(Utc::now())).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         assert_eq!(&bytes[2..10], &crc64_avro(canonical).to_le_bytes());
         // The datum after the header is plain Avro binary: a generic reader
         // with only the schema file can read it.
-        let value = apache_avro::from_avro_datum(codec.writer_schema(), &mut &bytes[10..], None).unwrap();
+        let value =
+            apache_avro::from_avro_datum(codec.writer_schema(), &mut &bytes[10..], None).unwrap();
         assert!(matches!(value, Value::Record(ref fields) if fields.len() == 10));
     }
 
@@ -399,16 +412,28 @@ mod tests {
     fn rejects_foreign_or_damaged_bytes_with_a_reason() {
         let codec = AvroCodec::new().unwrap();
         assert!(matches!(codec.decode(b""), Err(DecodeError::Empty)));
-        assert!(matches!(codec.decode(b"{\"json\": true}"), Err(DecodeError::BadMagic(_))));
+        assert!(matches!(
+            codec.decode(b"{\"json\": true}"),
+            Err(DecodeError::BadMagic(_))
+        ));
         let mut unknown = vec![0xC3, 0x01];
         unknown.extend_from_slice(&42u64.to_le_bytes());
         unknown.push(0);
-        assert!(matches!(codec.decode(&unknown), Err(DecodeError::UnknownFingerprint(42))));
+        assert!(matches!(
+            codec.decode(&unknown),
+            Err(DecodeError::UnknownFingerprint(42))
+        ));
         let bytes = codec.encode(&sample(Utc::now())).unwrap();
-        assert!(matches!(codec.decode(&bytes[..bytes.len() - 3]), Err(DecodeError::Datum(_))));
+        assert!(matches!(
+            codec.decode(&bytes[..bytes.len() - 3]),
+            Err(DecodeError::Datum(_))
+        ));
         let mut longer = bytes.clone();
         longer.push(7);
-        assert!(matches!(codec.decode(&longer), Err(DecodeError::TrailingBytes(1))));
+        assert!(matches!(
+            codec.decode(&longer),
+            Err(DecodeError::TrailingBytes(1))
+        ));
     }
 
     #[test]
@@ -421,15 +446,24 @@ mod tests {
                 codec.writer_schema(),
                 Value::Record(vec![
                     ("event_id".into(), Value::String(Uuid::now_v7().to_string())),
-                    ("user_id".into(), Value::Union(1, Box::new(Value::String(user.into())))),
-                    ("community_id".into(), Value::Union(0, Box::new(Value::Null))),
+                    (
+                        "user_id".into(),
+                        Value::Union(1, Box::new(Value::String(user.into()))),
+                    ),
+                    (
+                        "community_id".into(),
+                        Value::Union(0, Box::new(Value::Null)),
+                    ),
                     ("event_type".into(), Value::String(event_type.into())),
                     ("entity_type".into(), Value::Union(0, Box::new(Value::Null))),
                     ("entity_id".into(), Value::Union(0, Box::new(Value::Null))),
                     ("metadata".into(), Value::Union(0, Box::new(Value::Null))),
                     ("ip_address".into(), Value::Union(0, Box::new(Value::Null))),
                     ("user_agent".into(), Value::Union(0, Box::new(Value::Null))),
-                    ("created_at".into(), Value::TimestampMicros(Utc::now().timestamp_micros())),
+                    (
+                        "created_at".into(),
+                        Value::TimestampMicros(Utc::now().timestamp_micros()),
+                    ),
                 ]),
             );
             let mut bytes = MAGIC.to_vec();
@@ -445,7 +479,13 @@ mod tests {
             Err(DecodeError::Invalid(ValidationError::EventType(_)))
         ));
         let bad_id = record("user.login", "not-a-uuid");
-        let error = codec.decode_valid(&bad_id, Utc::now()).unwrap_err().to_string();
-        assert!(error.contains("user_id") && error.contains("not-a-uuid"), "{error}");
+        let error = codec
+            .decode_valid(&bad_id, Utc::now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("user_id") && error.contains("not-a-uuid"),
+            "{error}"
+        );
     }
 }

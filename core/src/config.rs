@@ -81,7 +81,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
     /// Deployment profile; selects config/<APP_ENV>.toml.
-    #[arg(long, env = "APP_ENV", value_enum, default_value = "dev", global = true)]
+    #[arg(
+        long,
+        env = "APP_ENV",
+        value_enum,
+        default_value = "dev",
+        global = true
+    )]
     pub app_env: AppEnv,
     /// Directory holding <APP_ENV>.toml; without it the profiles built into the binary are used.
     #[arg(long, env = "ACTIVITY_CONFIG_DIR", global = true)]
@@ -247,7 +253,8 @@ impl Settings {
         let text = match &args.config_dir {
             Some(dir) => {
                 let path = dir.join(format!("{}.toml", args.app_env.name()));
-                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Read { path, source })?
             }
             None => args.app_env.builtin_profile().to_owned(),
         };
@@ -276,13 +283,17 @@ impl Settings {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.consumer.batch_size == 0 {
-            return Err(ConfigError::Invalid("consumer.batch_size must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "consumer.batch_size must be at least 1".into(),
+            ));
         }
         if self.kafka.topic.is_empty() {
             return Err(ConfigError::Invalid("the Kafka topic name is empty".into()));
         }
         if self.producer.queue_capacity == 0 {
-            return Err(ConfigError::Invalid("producer.queue_capacity must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "producer.queue_capacity must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -310,10 +321,19 @@ mod tests {
     fn flags_override_the_profile_and_the_profile_overrides_defaults() {
         let dir = std::env::temp_dir().join(format!("activity-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("staging.toml"), "[kafka]\ntopic = \"from-file\"\n[consumer]\nbatch_size = 7\n").unwrap();
+        std::fs::write(
+            dir.join("staging.toml"),
+            "[kafka]\ntopic = \"from-file\"\n[consumer]\nbatch_size = 7\n",
+        )
+        .unwrap();
         let cli = Cli::parse_from([
-            "x", "--app-env", "staging", "--config-dir", dir.to_str().unwrap(),
-            "--kafka-topic", "from-flag",
+            "x",
+            "--app-env",
+            "staging",
+            "--config-dir",
+            dir.to_str().unwrap(),
+            "--kafka-topic",
+            "from-flag",
         ]);
         let settings = Settings::load(&cli.global).unwrap();
         assert_eq!(settings.kafka.topic, "from-flag");

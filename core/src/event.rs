@@ -552,8 +552,19 @@ mod tests {
     fn event_type_rejects_malformed_names() {
         let long = format!("a.{}", "b".repeat(63));
         for t in [
-            "", "user", "User.login", "user.", ".user", "user..login", "1user.login", "user.1login",
-            "user.log-in", "user login", "user.login ", "usér.login", &long,
+            "",
+            "user",
+            "User.login",
+            "user.",
+            ".user",
+            "user..login",
+            "1user.login",
+            "user.1login",
+            "user.log-in",
+            "user login",
+            "user.login ",
+            "usér.login",
+            &long,
         ] {
             assert!(
                 matches!(EventType::parse(t), Err(ValidationError::EventType(_))),
@@ -572,14 +583,19 @@ mod tests {
 
     #[test]
     fn nil_and_malformed_uuids_are_rejected() {
-        let nil = NewEvent::new("user.login").user(Uuid::nil()).validate(now());
+        let nil = NewEvent::new("user.login")
+            .user(Uuid::nil())
+            .validate(now());
         assert_eq!(nil.unwrap_err(), ValidationError::NilUuid("user_id"));
         let raw = RawEvent::from_json(json!({"event_type": "user.login", "community_id": "nope"}))
             .unwrap()
             .into_new_event();
         assert!(matches!(
             raw,
-            Err(ValidationError::InvalidUuid { field: "community_id", .. })
+            Err(ValidationError::InvalidUuid {
+                field: "community_id",
+                ..
+            })
         ));
     }
 
@@ -590,21 +606,41 @@ mod tests {
             .validate(now());
         assert!(matches!(
             too_long,
-            Err(ValidationError::TooLong { field: "entity_type", len: 65, max: 64 })
+            Err(ValidationError::TooLong {
+                field: "entity_type",
+                len: 65,
+                max: 64
+            })
         ));
-        let id_too_long = NewEvent::new("user.login").entity("post", "x".repeat(257)).validate(now());
-        assert!(matches!(id_too_long, Err(ValidationError::TooLong { field: "entity_id", .. })));
+        let id_too_long = NewEvent::new("user.login")
+            .entity("post", "x".repeat(257))
+            .validate(now());
+        assert!(matches!(
+            id_too_long,
+            Err(ValidationError::TooLong {
+                field: "entity_id",
+                ..
+            })
+        ));
         let agent = "é".repeat(400); // 800 bytes, two per char
-        let event = NewEvent::new("user.login").user_agent(agent).validate(now()).unwrap();
+        let event = NewEvent::new("user.login")
+            .user_agent(agent)
+            .validate(now())
+            .unwrap();
         assert_eq!(event.user_agent().unwrap().len(), 512);
-        let nul = NewEvent::new("user.login").entity("post", "a\0b").validate(now());
+        let nul = NewEvent::new("user.login")
+            .entity("post", "a\0b")
+            .validate(now());
         assert_eq!(nul.unwrap_err(), ValidationError::Nul("entity_id"));
     }
 
     #[test]
     fn ip_addresses_must_parse() {
         for ok in ["10.0.0.1", "::1", "2001:db8::8a2e:370:7334"] {
-            let event = NewEvent::new("user.login").ip_address(ok).validate(now()).unwrap();
+            let event = NewEvent::new("user.login")
+                .ip_address(ok)
+                .validate(now())
+                .unwrap();
             assert_eq!(event.ip_address().unwrap(), ok.parse::<IpAddr>().unwrap());
         }
         for bad in ["300.1.1.1", "localhost", "1.2.3", "::g"] {
@@ -618,15 +654,23 @@ mod tests {
     #[test]
     fn future_and_ancient_timestamps_are_rejected() {
         let soon = now() + TimeDelta::minutes(9);
-        assert!(NewEvent::new("user.login").created_at(soon).validate(now()).is_ok());
+        assert!(NewEvent::new("user.login")
+            .created_at(soon)
+            .validate(now())
+            .is_ok());
         let later = now() + TimeDelta::minutes(11);
         assert_eq!(
-            NewEvent::new("user.login").created_at(later).validate(now()).unwrap_err(),
+            NewEvent::new("user.login")
+                .created_at(later)
+                .validate(now())
+                .unwrap_err(),
             ValidationError::Future(later)
         );
         let ancient = Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).unwrap();
         assert!(matches!(
-            NewEvent::new("user.login").created_at(ancient).validate(now()),
+            NewEvent::new("user.login")
+                .created_at(ancient)
+                .validate(now()),
             Err(ValidationError::TooOld(_))
         ));
     }
@@ -634,15 +678,28 @@ mod tests {
     #[test]
     fn created_at_is_kept_to_the_microsecond() {
         let at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
-        let event = NewEvent::new("user.login").created_at(at).validate(now()).unwrap();
+        let event = NewEvent::new("user.login")
+            .created_at(at)
+            .validate(now())
+            .unwrap();
         assert_eq!(event.created_at().timestamp_subsec_nanos(), 123_456_000);
     }
 
     #[test]
     fn raw_json_types_are_checked() {
-        let wrong = RawEvent::from_json(json!({"event_type": 5})).unwrap().into_new_event();
-        assert!(matches!(wrong, Err(ValidationError::WrongType { field: "event_type", .. })));
-        let missing = RawEvent::from_json(json!({"user_id": null})).unwrap().into_new_event();
+        let wrong = RawEvent::from_json(json!({"event_type": 5}))
+            .unwrap()
+            .into_new_event();
+        assert!(matches!(
+            wrong,
+            Err(ValidationError::WrongType {
+                field: "event_type",
+                ..
+            })
+        ));
+        let missing = RawEvent::from_json(json!({"user_id": null}))
+            .unwrap()
+            .into_new_event();
         assert_eq!(missing.unwrap_err(), ValidationError::Missing("event_type"));
         assert!(RawEvent::from_json(json!([1, 2])).is_err());
         let numeric = RawEvent::from_json(json!({"event_type": "github.push", "entity_id": 42}))
@@ -653,7 +710,10 @@ mod tests {
         let metadata = RawEvent::from_json(json!({"event_type": "a.b", "metadata": "x"}))
             .unwrap()
             .into_new_event();
-        assert_eq!(metadata.unwrap_err(), ValidationError::Metadata(MetadataError::NotAnObject));
+        assert_eq!(
+            metadata.unwrap_err(),
+            ValidationError::Metadata(MetadataError::NotAnObject)
+        );
     }
 
     #[test]

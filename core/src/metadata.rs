@@ -98,8 +98,8 @@ impl Metadata {
         if text.len() > MAX_BYTES * 4 {
             return Err(MetadataError::TooLarge(text.len()));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| MetadataError::NotJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| MetadataError::NotJson(e.to_string()))?;
         Self::sanitize(value)
     }
 
@@ -182,7 +182,9 @@ fn is_secret_key(key: &str) -> bool {
         .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
         .flat_map(char::to_lowercase)
         .collect();
-    SECRET_KEY_WORDS.iter().any(|word| normalized.contains(word))
+    SECRET_KEY_WORDS
+        .iter()
+        .any(|word| normalized.contains(word))
 }
 
 fn is_secret_value(text: &str) -> bool {
@@ -191,7 +193,11 @@ fn is_secret_value(text: &str) -> bool {
 
 fn looks_like_card_number(text: &str) -> bool {
     let trimmed = text.trim();
-    if trimmed.len() > 40 || !trimmed.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') {
+    if trimmed.len() > 40
+        || !trimmed
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
         return false;
     }
     let digits: Vec<u32> = trimmed.chars().filter_map(|c| c.to_digit(10)).collect();
@@ -256,7 +262,14 @@ mod tests {
             "User_Password": "x", "X-Api-Key": "x", "access.token": {"nested": 1},
             "Credit Card": [1, 2], "refresh_token": 5, "tokens_used": 3, "note": "fine"
         }));
-        for key in ["User_Password", "X-Api-Key", "access.token", "Credit Card", "refresh_token", "tokens_used"] {
+        for key in [
+            "User_Password",
+            "X-Api-Key",
+            "access.token",
+            "Credit Card",
+            "refresh_token",
+            "tokens_used",
+        ] {
             assert_eq!(out[key], REDACTED, "{key}");
         }
         assert_eq!(out["note"], "fine");
@@ -301,23 +314,43 @@ mod tests {
         }
         assert!(Metadata::sanitize(ok).is_ok());
 
-        let many: Map<String, Value> = (0..=MAX_KEYS).map(|i| (format!("k{i}"), json!(i))).collect();
-        assert_eq!(Metadata::sanitize(Value::Object(many)), Err(MetadataError::TooManyKeys));
+        let many: Map<String, Value> = (0..=MAX_KEYS)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        assert_eq!(
+            Metadata::sanitize(Value::Object(many)),
+            Err(MetadataError::TooManyKeys)
+        );
         let long_key = "k".repeat(MAX_KEY_BYTES + 1);
         assert!(matches!(
             Metadata::sanitize(json!({ long_key: 1 })),
             Err(MetadataError::KeyTooLong(_))
         ));
         let big = json!({"blob": "x".repeat(MAX_BYTES)});
-        assert!(matches!(Metadata::sanitize(big), Err(MetadataError::TooLarge(_))));
+        assert!(matches!(
+            Metadata::sanitize(big),
+            Err(MetadataError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn nul_and_non_objects_are_rejected() {
-        assert_eq!(Metadata::sanitize(json!({"a": "x\u{0}y"})), Err(MetadataError::Nul));
-        assert_eq!(Metadata::sanitize(json!({"a\u{0}": 1})), Err(MetadataError::Nul));
-        assert_eq!(Metadata::sanitize(json!([1])), Err(MetadataError::NotAnObject));
-        assert!(matches!(Metadata::parse_json("{"), Err(MetadataError::NotJson(_))));
+        assert_eq!(
+            Metadata::sanitize(json!({"a": "x\u{0}y"})),
+            Err(MetadataError::Nul)
+        );
+        assert_eq!(
+            Metadata::sanitize(json!({"a\u{0}": 1})),
+            Err(MetadataError::Nul)
+        );
+        assert_eq!(
+            Metadata::sanitize(json!([1])),
+            Err(MetadataError::NotAnObject)
+        );
+        assert!(matches!(
+            Metadata::parse_json("{"),
+            Err(MetadataError::NotJson(_))
+        ));
         assert!(matches!(
             Metadata::parse_json(r#"{"a": "\ud800"}"#),
             Err(MetadataError::NotJson(_))

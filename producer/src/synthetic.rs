@@ -69,8 +69,12 @@ pub struct Generator {
 impl Generator {
     pub fn new(shape: Shape) -> Self {
         let mut rng = StdRng::seed_from_u64(shape.seed);
-        let communities = (0..shape.communities.max(1)).map(|_| random_uuid(&mut rng)).collect();
-        let users = (0..shape.users.max(1)).map(|_| random_uuid(&mut rng)).collect();
+        let communities = (0..shape.communities.max(1))
+            .map(|_| random_uuid(&mut rng))
+            .collect();
+        let users = (0..shape.users.max(1))
+            .map(|_| random_uuid(&mut rng))
+            .collect();
         Self {
             total_weight: MIX.iter().map(|(_, w)| w).sum(),
             shape,
@@ -112,20 +116,27 @@ impl Generator {
             })
             .map_or("user.login", |(t, _)| *t);
         // Skewed tenants: a few big communities, a long tail.
-        let community_index = (self.rng.gen::<f64>().powi(3) * self.communities.len() as f64) as usize;
+        let community_index =
+            (self.rng.gen::<f64>().powi(3) * self.communities.len() as f64) as usize;
         let community = self.communities[community_index.min(self.communities.len() - 1)];
         let user_index = self.rng.gen_range(0..self.users.len());
         let user = self.users[user_index];
         let seconds = self.rng.gen_range(0..self.shape.days.max(1) * 86_400);
         let micros = self.rng.gen_range(0..1_000_000);
-        let created_at = self.shape.end - TimeDelta::seconds(seconds) - TimeDelta::microseconds(micros);
+        let created_at =
+            self.shape.end - TimeDelta::seconds(seconds) - TimeDelta::microseconds(micros);
         let event_id = random_uuid(&mut self.rng);
         let n: u32 = self.rng.gen_range(1..100_000);
 
         let base = NewEvent::new(event_type)
             .event_id(event_id)
             .created_at(created_at)
-            .ip_address(format!("10.{}.{}.{}", n % 250, (n / 250) % 250, user_index % 250))
+            .ip_address(format!(
+                "10.{}.{}.{}",
+                n % 250,
+                (n / 250) % 250,
+                user_index % 250
+            ))
             .user_agent(AGENTS[user_index % AGENTS.len()]);
         match event_type {
             "user.signup" => base
@@ -190,7 +201,10 @@ mod tests {
 
     #[test]
     fn every_generated_event_is_valid_and_the_mix_is_covered() {
-        let mut generator = Generator::new(Shape { duplicates: 0.1, ..Shape::default() });
+        let mut generator = Generator::new(Shape {
+            duplicates: 0.1,
+            ..Shape::default()
+        });
         let now = Utc::now();
         let mut types = HashSet::new();
         let mut ids = HashSet::new();
@@ -208,9 +222,18 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_events() {
-        let shape = Shape { seed: 7, ..Shape::default() };
-        let a: Vec<_> = { let mut g = Generator::new(shape.clone()); (0..50).map(|_| g.next_event()).collect() };
-        let b: Vec<_> = { let mut g = Generator::new(shape); (0..50).map(|_| g.next_event()).collect() };
+        let shape = Shape {
+            seed: 7,
+            ..Shape::default()
+        };
+        let a: Vec<_> = {
+            let mut g = Generator::new(shape.clone());
+            (0..50).map(|_| g.next_event()).collect()
+        };
+        let b: Vec<_> = {
+            let mut g = Generator::new(shape);
+            (0..50).map(|_| g.next_event()).collect()
+        };
         assert_eq!(a, b);
     }
 }

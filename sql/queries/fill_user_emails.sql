@@ -1,12 +1,13 @@
 -- user.signup carries the email: fill it in where the row has none and no
 -- other user already has it (users.email is UNIQUE; a clash keeps the event
--- and leaves the email unset rather than failing the batch).
+-- and leaves the email unset rather than failing the batch). The earliest
+-- signup in a batch wins; across batches, the first stored.
 UPDATE users AS u
 SET email = v.email, created_at = LEAST(u.created_at, v.created_at)
 FROM (
     SELECT DISTINCT ON (email) id, email, created_at
     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS t (id, email, created_at)
-    ORDER BY email, id
+    ORDER BY email, created_at, id
 ) AS v
 WHERE u.id = v.id
   AND u.email IS NULL

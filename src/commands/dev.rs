@@ -37,7 +37,10 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     if args.sample > 0 {
         let tracker = Tracker::new(&settings)?;
         let sent = produce::send_synthetic(&tracker, args.shape.shape(), args.sample).await?;
-        eprintln!("sent {} events ({} unique) in {:.1}s; waiting for the consumer", sent.sent, sent.unique, sent.seconds);
+        eprintln!(
+            "sent {} events ({} unique) in {:.1}s; waiting for the consumer",
+            sent.sent, sent.unique, sent.seconds
+        );
         let target = before + sent.unique as i64;
         while count(&store).await? < target && !shutdown.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -70,7 +73,10 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
 
 async fn count(store: &Store) -> anyhow::Result<i64> {
     let client = store.pool().get().await?;
-    Ok(client.query_one("SELECT count(*) FROM activity_event_ids", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT count(*) FROM activity_event_ids", &[])
+        .await?
+        .get(0))
 }
 
 /// Prints what the database holds, as the analytics API will answer it.
@@ -81,8 +87,16 @@ async fn print_summary(store: &Store) -> anyhow::Result<()> {
         .await?;
     println!("stored in PostgreSQL:");
     println!("  events       {:>10}", totals.get::<_, i64>("events"));
-    println!("  users        {:>10}  ({} with email from user.signup)", totals.get::<_, i64>("users"), totals.get::<_, i64>("users_with_email"));
-    println!("  communities  {:>10}  ({} named by community.created)", totals.get::<_, i64>("communities"), totals.get::<_, i64>("named_communities"));
+    println!(
+        "  users        {:>10}  ({} with email from user.signup)",
+        totals.get::<_, i64>("users"),
+        totals.get::<_, i64>("users_with_email")
+    );
+    println!(
+        "  communities  {:>10}  ({} named by community.created)",
+        totals.get::<_, i64>("communities"),
+        totals.get::<_, i64>("named_communities")
+    );
     let first: Option<chrono::DateTime<chrono::Utc>> = totals.get("first_event");
     let last: Option<chrono::DateTime<chrono::Utc>> = totals.get("last_event");
     if let (Some(first), Some(last)) = (first, last) {
@@ -93,7 +107,12 @@ async fn print_summary(store: &Store) -> anyhow::Result<()> {
         .query(include_str!("../../sql/queries/summary_by_type.sql"), &[])
         .await?
     {
-        println!("  {:<20} {:>10} {:>8}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
+        println!(
+            "  {:<20} {:>10} {:>8}",
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        );
     }
     Ok(())
 }

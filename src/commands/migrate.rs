@@ -1,8 +1,8 @@
 //! `activity migrate`.
 
+use activity_consumer::store::migrate::migrate;
 use activity_core::config::Settings;
 use activity_core::kafka::ensure_topics;
-use activity_consumer::store::migrate::migrate;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {

@@ -14,7 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// JSON-lines file of events, one object per line ("-" reads stdin).
-    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    #[arg(
+        long,
+        required_unless_present = "synthetic",
+        conflicts_with = "synthetic"
+    )]
     file: Option<PathBuf>,
     /// Send this many synthetic events instead.
     #[arg(long)]
@@ -82,7 +86,11 @@ pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
 }
 
 /// Sends `count` synthetic events and waits for their delivery.
-pub(crate) async fn send_synthetic(tracker: &Tracker, shape: Shape, count: u64) -> anyhow::Result<Summary> {
+pub(crate) async fn send_synthetic(
+    tracker: &Tracker,
+    shape: Shape,
+    count: u64,
+) -> anyhow::Result<Summary> {
     let mut generator = Generator::new(shape);
     let progress = progress(count);
     let started = Instant::now();
@@ -99,7 +107,9 @@ async fn send_file(tracker: &Tracker, path: &PathBuf) -> anyhow::Result<Summary>
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?))
+        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(
+            |e| anyhow::anyhow!("cannot open {}: {e}", path.display()),
+        )?))
     };
     let progress = ProgressBar::new_spinner();
     let started = Instant::now();

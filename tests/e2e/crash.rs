@@ -16,7 +16,11 @@ async fn sigkill_three_times_while_streaming_loses_and_doubles_nothing() {
     let db = TestDb::new().await;
     let topic = TestTopic::new(6).await;
     let settings = settings(&db, &topic);
-    let mut generator = Generator::new(Shape { seed: 9, duplicates: 0.05, ..Shape::default() });
+    let mut generator = Generator::new(Shape {
+        seed: 9,
+        duplicates: 0.05,
+        ..Shape::default()
+    });
     let events: Vec<NewEvent> = (0..EVENTS).map(|_| generator.next_event()).collect();
     let ids: HashSet<Uuid> = events.iter().filter_map(|e| e.event_id).collect();
 
@@ -36,8 +40,13 @@ async fn sigkill_three_times_while_streaming_loses_and_doubles_nothing() {
     let mut kills = 0;
     for threshold in [5_000, 30_000, 60_000] {
         let process = ConsumerProcess::spawn(&settings, "crash");
-        let reached = db.wait_for_events(threshold, Duration::from_secs(180)).await;
-        assert!(reached >= threshold, "consumer made progress before kill {kills}");
+        let reached = db
+            .wait_for_events(threshold, Duration::from_secs(180))
+            .await;
+        assert!(
+            reached >= threshold,
+            "consumer made progress before kill {kills}"
+        );
         process.signal(Signal::SIGKILL);
         drop(process);
         kills += 1;
@@ -45,12 +54,18 @@ async fn sigkill_three_times_while_streaming_loses_and_doubles_nothing() {
     assert_eq!(kills, 3);
     let last = ConsumerProcess::spawn(&settings, "crash");
     assert_eq!(streaming.await.expect("producer task"), EVENTS as u64);
-    let stored = db.wait_for_events(ids.len() as i64, Duration::from_secs(300)).await;
+    let stored = db
+        .wait_for_events(ids.len() as i64, Duration::from_secs(300))
+        .await;
     // Let the last consumer read whatever redelivered tail remains, then check.
     tokio::time::sleep(Duration::from_secs(2)).await;
     last.signal(Signal::SIGTERM);
     assert_eq!(stored, ids.len() as i64, "nothing lost");
-    assert_eq!(db.count("SELECT count(*) FROM activities").await, ids.len() as i64, "nothing doubled");
+    assert_eq!(
+        db.count("SELECT count(*) FROM activities").await,
+        ids.len() as i64,
+        "nothing doubled"
+    );
     let stored_ids: HashSet<Uuid> = db.stored().await.into_keys().collect();
     assert_eq!(stored_ids, ids);
 }

@@ -31,15 +31,24 @@ fn foreign_record(user_id: &str, event_type: &str, metadata: Option<&str>) -> Ve
         &schema,
         Value::Record(vec![
             ("event_id".into(), Value::String(Uuid::new_v4().to_string())),
-            ("user_id".into(), optional(Some(Value::String(user_id.into())))),
+            (
+                "user_id".into(),
+                optional(Some(Value::String(user_id.into()))),
+            ),
             ("community_id".into(), optional(None)),
             ("event_type".into(), Value::String(event_type.into())),
             ("entity_type".into(), optional(None)),
             ("entity_id".into(), optional(None)),
-            ("metadata".into(), optional(metadata.map(|m| Value::String(m.into())))),
+            (
+                "metadata".into(),
+                optional(metadata.map(|m| Value::String(m.into()))),
+            ),
             ("ip_address".into(), optional(None)),
             ("user_agent".into(), optional(None)),
-            ("created_at".into(), Value::TimestampMicros(Utc::now().timestamp_micros())),
+            (
+                "created_at".into(),
+                Value::TimestampMicros(Utc::now().timestamp_micros()),
+            ),
         ]),
     )
     .expect("datum");
@@ -58,18 +67,55 @@ async fn each_bad_event_is_dead_lettered_with_its_reason_and_the_rest_stored() {
     let producer = RawProducer::new();
 
     let valid = codec
-        .encode(&NewEvent::new("user.login").user(Uuid::new_v4()).validate(Utc::now()).expect("valid"))
+        .encode(
+            &NewEvent::new("user.login")
+                .user(Uuid::new_v4())
+                .validate(Utc::now())
+                .expect("valid"),
+        )
         .expect("encode");
     let mut unknown_fingerprint = valid.clone();
     unknown_fingerprint[2..10].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes());
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("garbage", b"\x00\x01garbage".to_vec(), "not Avro single-object encoding"),
-        ("json", br#"{"event_type":"user.login"}"#.to_vec(), "not Avro single-object encoding"),
-        ("fingerprint", unknown_fingerprint, "unknown writer schema fingerprint 0x0123456789abcdef"),
-        ("truncated", valid[..valid.len() - 4].to_vec(), "undecodable Avro datum"),
-        ("no-type", foreign_record(&Uuid::new_v4().to_string(), "", None), "missing required field `event_type`"),
-        ("bad-uuid", foreign_record("not-a-uuid", "user.login", None), "user_id"),
-        ("nul", foreign_record(&Uuid::new_v4().to_string(), "user.login", Some(r#"{"a":"x\u0000y"}"#)), "NUL"),
+        (
+            "garbage",
+            b"\x00\x01garbage".to_vec(),
+            "not Avro single-object encoding",
+        ),
+        (
+            "json",
+            br#"{"event_type":"user.login"}"#.to_vec(),
+            "not Avro single-object encoding",
+        ),
+        (
+            "fingerprint",
+            unknown_fingerprint,
+            "unknown writer schema fingerprint 0x0123456789abcdef",
+        ),
+        (
+            "truncated",
+            valid[..valid.len() - 4].to_vec(),
+            "undecodable Avro datum",
+        ),
+        (
+            "no-type",
+            foreign_record(&Uuid::new_v4().to_string(), "", None),
+            "missing required field `event_type`",
+        ),
+        (
+            "bad-uuid",
+            foreign_record("not-a-uuid", "user.login", None),
+            "user_id",
+        ),
+        (
+            "nul",
+            foreign_record(
+                &Uuid::new_v4().to_string(),
+                "user.login",
+                Some(r#"{"a":"x\u0000y"}"#),
+            ),
+            "NUL",
+        ),
         ("empty", Vec::new(), "message has no value"),
     ];
 
@@ -77,16 +123,36 @@ async fn each_bad_event_is_dead_lettered_with_its_reason_and_the_rest_stored() {
     let mut sent_bad = HashMap::new();
     for (i, (name, bytes, reason)) in bad.iter().enumerate() {
         for _ in 0..5 {
-            let event = NewEvent::new("github.push").user(Uuid::new_v4()).community(Uuid::new_v4()).validate(Utc::now()).expect("valid");
-            producer.send(&topic.name, Some((i % 2) as i32), None, &codec.encode(&event).expect("encode")).await;
+            let event = NewEvent::new("github.push")
+                .user(Uuid::new_v4())
+                .community(Uuid::new_v4())
+                .validate(Utc::now())
+                .expect("valid");
+            producer
+                .send(
+                    &topic.name,
+                    Some((i % 2) as i32),
+                    None,
+                    &codec.encode(&event).expect("encode"),
+                )
+                .await;
             good.push(event.event_id().as_uuid());
         }
-        let (partition, offset) = producer.send(&topic.name, Some((i % 2) as i32), Some(name), bytes).await;
-        sent_bad.insert(name.to_string(), (partition, offset, bytes.clone(), *reason));
+        let (partition, offset) = producer
+            .send(&topic.name, Some((i % 2) as i32), Some(name), bytes)
+            .await;
+        sent_bad.insert(
+            name.to_string(),
+            (partition, offset, bytes.clone(), *reason),
+        );
     }
 
     let consumer = InProcessConsumer::start(&settings);
-    assert_eq!(db.wait_for_events(good.len() as i64, Duration::from_secs(60)).await, good.len() as i64);
+    assert_eq!(
+        db.wait_for_events(good.len() as i64, Duration::from_secs(60))
+            .await,
+        good.len() as i64
+    );
 
     let dlq: BaseConsumer = activity_core::kafka::client_config(&brokers())
         .set("group.id", format!("dlq-reader-{}", Uuid::new_v4()))
@@ -97,26 +163,45 @@ async fn each_bad_event_is_dead_lettered_with_its_reason_and_the_rest_stored() {
     let mut letters = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while letters.len() < sent_bad.len() && Instant::now() < deadline {
-        let Some(message) = dlq.poll(Duration::from_millis(500)) else { continue };
+        let Some(message) = dlq.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let message = message.expect("dlq message");
         let key = String::from_utf8(message.key().expect("key kept").to_vec()).expect("utf8 key");
         let mut headers = HashMap::new();
         if let Some(list) = message.headers() {
             for header in list.iter() {
-                headers.insert(header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
             }
         }
-        letters.insert(key, (message.payload().unwrap_or_default().to_vec(), headers));
+        letters.insert(
+            key,
+            (message.payload().unwrap_or_default().to_vec(), headers),
+        );
     }
     let totals = consumer.stop().await;
     assert_eq!(totals.dead_lettered, sent_bad.len() as u64);
-    assert_eq!(letters.len(), sent_bad.len(), "every bad message is in the DLQ");
+    assert_eq!(
+        letters.len(),
+        sent_bad.len(),
+        "every bad message is in the DLQ"
+    );
     for (name, (partition, offset, bytes, reason)) in &sent_bad {
         let (payload, headers) = letters.get(name).expect(name);
         assert_eq!(payload, bytes, "{name}: original bytes kept");
-        assert!(headers[dlq_headers::ERROR].contains(reason), "{name}: {:?} lacks {reason:?}", headers[dlq_headers::ERROR]);
+        assert!(
+            headers[dlq_headers::ERROR].contains(reason),
+            "{name}: {:?} lacks {reason:?}",
+            headers[dlq_headers::ERROR]
+        );
         assert_eq!(headers[dlq_headers::SOURCE_TOPIC], topic.name);
-        assert_eq!(headers[dlq_headers::SOURCE_PARTITION], partition.to_string());
+        assert_eq!(
+            headers[dlq_headers::SOURCE_PARTITION],
+            partition.to_string()
+        );
         assert_eq!(headers[dlq_headers::SOURCE_OFFSET], offset.to_string());
     }
     let stored: Vec<Uuid> = db.stored().await.into_keys().collect();

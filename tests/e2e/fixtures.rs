@@ -20,11 +20,15 @@ pub fn brokers() -> String {
 }
 
 fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x"))
+    format!(
+        "{prefix}_{}",
+        Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x")
+    )
 }
 
 /// A database of its own, migrated, dropped when the test ends.
@@ -37,7 +41,9 @@ impl TestDb {
     pub async fn new() -> Self {
         let name = unique("activity_test");
         let url = format!("{}/{name}", server_url());
-        activity_consumer::store::migrate::migrate(&url, 1).await.expect("migrate a fresh database");
+        activity_consumer::store::migrate::migrate(&url, 1)
+            .await
+            .expect("migrate a fresh database");
         Self { name, url }
     }
 
@@ -50,7 +56,12 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
     }
 
     /// Waits until `activity_event_ids` holds `expected` rows.
@@ -109,12 +120,20 @@ impl Drop for TestDb {
         let server = format!("{}/postgres", server_url());
         // Drop runs outside any runtime we may block: use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await.ok()?;
+                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
                 tokio::spawn(connection);
                 let statement: String = client
-                    .query_one("SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)", &[&name])
+                    .query_one(
+                        "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
+                        &[&name],
+                    )
                     .await
                     .ok()?
                     .get(0);
@@ -166,7 +185,8 @@ pub struct TestTopic {
 impl TestTopic {
     pub async fn new(partitions: i32) -> Self {
         let name = unique("t");
-        let admin: AdminClient<DefaultClientContext> = client_config(&brokers()).create().expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&brokers()).create().expect("admin client");
         let dlq = dlq_topic(&name);
         let topics = [
             NewTopic::new(&name, partitions, TopicReplication::Fixed(1)),
@@ -191,9 +211,13 @@ impl Drop for TestTopic {
     fn drop(&mut self) {
         let topics = [self.name.clone(), self.dlq()];
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
-                let admin: AdminClient<DefaultClientContext> = client_config(&brokers()).create().ok()?;
+                let admin: AdminClient<DefaultClientContext> =
+                    client_config(&brokers()).create().ok()?;
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
                 admin.delete_topics(&names, &AdminOptions::new()).await.ok()
             })
@@ -204,8 +228,10 @@ impl Drop for TestTopic {
 
 /// Settings pointing at this test's database and topic, with a group of its own.
 pub fn settings(db: &TestDb, topic: &TestTopic) -> Settings {
-    let mut settings = Settings::default();
-    settings.database_url = activity_core::config::Secret::new(db.url.clone());
+    let mut settings = Settings {
+        database_url: activity_core::config::Secret::new(db.url.clone()),
+        ..Settings::default()
+    };
     settings.kafka.brokers = brokers();
     settings.kafka.topic = topic.name.clone();
     settings.consumer.group_id = unique("g");
@@ -226,13 +252,19 @@ impl InProcessConsumer {
         let consumer = Consumer::build(settings, store).expect("consumer");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
-        Self { shutdown, handle: Some(handle) }
+        Self {
+            shutdown,
+            handle: Some(handle),
+        }
     }
 
     pub async fn stop(mut self) -> Totals {
         self.shutdown.cancel();
         let handle = self.handle.take().expect("running");
-        handle.await.expect("consumer task").expect("consumer result")
+        handle
+            .await
+            .expect("consumer task")
+            .expect("consumer result")
     }
 }
 
@@ -250,15 +282,25 @@ pub struct ConsumerProcess {
 impl ConsumerProcess {
     pub fn spawn(settings: &Settings, log_name: &str) -> Self {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{log_name}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
             .arg("consume")
             .env("DATABASE_URL", settings.database_url.expose())
             .env("KAFKA_BROKERS", &settings.kafka.brokers)
             .env("KAFKA_TOPIC", &settings.kafka.topic)
             .env("CONSUMER_GROUP_ID", &settings.consumer.group_id)
-            .env("CONSUMER_BATCH_SIZE", settings.consumer.batch_size.to_string())
-            .env("CONSUMER_BATCH_LINGER_MS", settings.consumer.batch_linger_ms.to_string())
+            .env(
+                "CONSUMER_BATCH_SIZE",
+                settings.consumer.batch_size.to_string(),
+            )
+            .env(
+                "CONSUMER_BATCH_LINGER_MS",
+                settings.consumer.batch_linger_ms.to_string(),
+            )
             .env("APP_ENV", "dev")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -283,10 +325,21 @@ pub struct RawProducer(rdkafka::producer::FutureProducer);
 
 impl RawProducer {
     pub fn new() -> Self {
-        Self(client_config(&brokers()).set("enable.idempotence", "true").create().expect("producer"))
+        Self(
+            client_config(&brokers())
+                .set("enable.idempotence", "true")
+                .create()
+                .expect("producer"),
+        )
     }
 
-    pub async fn send(&self, topic: &str, partition: Option<i32>, key: Option<&str>, payload: &[u8]) -> (i32, i64) {
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&str>,
+        payload: &[u8],
+    ) -> (i32, i64) {
         let mut record: rdkafka::producer::FutureRecord<'_, str, [u8]> =
             rdkafka::producer::FutureRecord::to(topic).payload(payload);
         if let Some(partition) = partition {
@@ -306,12 +359,17 @@ impl RawProducer {
 }
 
 /// Sends events through the Tracker and waits for their delivery.
-pub async fn track_all(settings: &Settings, events: impl IntoIterator<Item = activity_core::NewEvent>) -> activity_producer::DeliveryStats {
+pub async fn track_all(
+    settings: &Settings,
+    events: impl IntoIterator<Item = activity_core::NewEvent>,
+) -> activity_producer::DeliveryStats {
     let tracker = activity_producer::Tracker::new(settings).expect("tracker");
     for event in events {
         loop {
             match tracker.track_event(event.clone()) {
-                Err(activity_producer::TrackError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(activity_producer::TrackError::QueueFull { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
                 other => {
                     other.expect("valid event");
                     break;

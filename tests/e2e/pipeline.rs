@@ -22,7 +22,11 @@ async fn ten_thousand_events_are_stored_field_by_field() {
     let settings = settings(&db, &topic);
     let now = Utc::now();
 
-    let mut generator = Generator::new(Shape { seed: 1, days: 60, ..Shape::default() });
+    let mut generator = Generator::new(Shape {
+        seed: 1,
+        days: 60,
+        ..Shape::default()
+    });
     let mut events: Vec<NewEvent> = (0..9_990).map(|_| generator.next_event()).collect();
     // The corners of the event model, beside the synthetic mix.
     for i in 0..10 {
@@ -36,24 +40,39 @@ async fn ten_thousand_events_are_stored_field_by_field() {
         }
         events.push(event);
     }
-    let expected: Vec<_> = events.iter().cloned().map(|e| e.validate(now).expect("valid")).collect();
+    let expected: Vec<_> = events
+        .iter()
+        .cloned()
+        .map(|e| e.validate(now).expect("valid"))
+        .collect();
 
     let consumer = InProcessConsumer::start(&settings);
     let stats = track_all(&settings, events).await;
     assert_eq!(stats.delivered, 10_000);
     assert_eq!(stats.failed, 0);
-    assert_eq!(db.wait_for_events(10_000, Duration::from_secs(120)).await, 10_000);
+    assert_eq!(
+        db.wait_for_events(10_000, Duration::from_secs(120)).await,
+        10_000
+    );
     let totals = consumer.stop().await;
     assert_eq!(totals.stored, 10_000);
 
     let stored = db.stored().await;
     assert_eq!(stored.len(), 10_000);
     for event in &expected {
-        let row = stored.get(&event.event_id().as_uuid()).expect("every event stored");
+        let row = stored
+            .get(&event.event_id().as_uuid())
+            .expect("every event stored");
         assert_eq!(row, &StoredRow::expected(event));
     }
-    let system = stored.values().find(|r| r.event_type == "system.maintenance.finished").expect("system event");
-    assert_eq!(system.metadata.as_ref().expect("metadata")["password"], "[REDACTED]");
+    let system = stored
+        .values()
+        .find(|r| r.event_type == "system.maintenance.finished")
+        .expect("system event");
+    assert_eq!(
+        system.metadata.as_ref().expect("metadata")["password"],
+        "[REDACTED]"
+    );
     assert_eq!(system.user_id, None);
 }
 
@@ -75,14 +94,21 @@ async fn an_event_sent_three_times_through_different_partitions_is_stored_once()
         .expect("valid");
     // The same event_id, re-sent by a client whose retry stamped another
     // time: a different month, so a different partition of activities.
-    let retried = NewEvent { created_at: Some(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap()), ..event.clone().into_new_event() }
-        .validate(Utc::now())
-        .expect("valid");
+    let retried = NewEvent {
+        created_at: Some(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap()),
+        ..event.clone().into_new_event()
+    }
+    .validate(Utc::now())
+    .expect("valid");
     let key = partition_key(event.community_id());
     let mut offsets = HashSet::new();
     for (partition, copy) in [(0, &event), (1, &event), (2, &retried)] {
         let bytes = codec.encode(copy).expect("encode");
-        offsets.insert(producer.send(&topic.name, Some(partition), key.as_deref(), &bytes).await);
+        offsets.insert(
+            producer
+                .send(&topic.name, Some(partition), key.as_deref(), &bytes)
+                .await,
+        );
     }
     assert_eq!(offsets.len(), 3, "three different partitions/offsets");
 
@@ -111,7 +137,11 @@ async fn the_requests_load_test_one_hundred_thousand_events() {
     let db = TestDb::new().await;
     let topic = TestTopic::new(6).await;
     let settings = settings(&db, &topic);
-    let mut generator = Generator::new(Shape { seed: 100, duplicates: 0.0, ..Shape::default() });
+    let mut generator = Generator::new(Shape {
+        seed: 100,
+        duplicates: 0.0,
+        ..Shape::default()
+    });
     let events: Vec<NewEvent> = (0..100_000).map(|_| generator.next_event()).collect();
     let ids: HashSet<Uuid> = events.iter().filter_map(|e| e.event_id).collect();
 
@@ -120,7 +150,9 @@ async fn the_requests_load_test_one_hundred_thousand_events() {
     let stats = track_all(&settings, events).await;
     let produced = started.elapsed();
     assert_eq!(stats.delivered, 100_000);
-    let stored = db.wait_for_events(ids.len() as i64, Duration::from_secs(600)).await;
+    let stored = db
+        .wait_for_events(ids.len() as i64, Duration::from_secs(600))
+        .await;
     let took = started.elapsed();
     consumer.stop().await;
     eprintln!(
@@ -141,11 +173,18 @@ async fn sigterm_finishes_the_batch_commits_and_leaves_the_group() {
     let settings = settings(&db, &topic);
     let codec = AvroCodec::new().expect("codec");
     let producer = RawProducer::new();
-    let mut generator = Generator::new(Shape { seed: 5, ..Shape::default() });
+    let mut generator = Generator::new(Shape {
+        seed: 5,
+        ..Shape::default()
+    });
     // Next offset to consume per partition once everything is read, from the
     // broker's own delivery reports.
     let mut ends: HashMap<i32, i64> = HashMap::new();
-    for chunk in (0..3_000).map(|_| generator.next_event().validate(Utc::now()).expect("valid")).collect::<Vec<_>>().chunks(500) {
+    for chunk in (0..3_000)
+        .map(|_| generator.next_event().validate(Utc::now()).expect("valid"))
+        .collect::<Vec<_>>()
+        .chunks(500)
+    {
         let sends = chunk.iter().map(|event| {
             let bytes = codec.encode(event).expect("encode");
             let key = partition_key(event.community_id());
@@ -160,7 +199,10 @@ async fn sigterm_finishes_the_batch_commits_and_leaves_the_group() {
     }
 
     let mut process = ConsumerProcess::spawn(&settings, "sigterm");
-    assert_eq!(db.wait_for_events(3_000, Duration::from_secs(60)).await, 3_000);
+    assert_eq!(
+        db.wait_for_events(3_000, Duration::from_secs(60)).await,
+        3_000
+    );
     process.signal(nix::sys::signal::Signal::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
         .await
@@ -178,11 +220,22 @@ async fn sigterm_finishes_the_batch_commits_and_leaves_the_group() {
     for partition in 0..3 {
         list.add_partition(&topic.name, partition);
     }
-    let committed = probe.committed_offsets(list, Duration::from_secs(10)).expect("committed offsets");
+    let committed = probe
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
     for element in committed.elements() {
         let end = ends.get(&element.partition()).copied().unwrap_or(0);
-        let expected = if end == 0 { rdkafka::Offset::Invalid } else { rdkafka::Offset::Offset(end) };
-        assert_eq!(element.offset(), expected, "partition {}", element.partition());
+        let expected = if end == 0 {
+            rdkafka::Offset::Invalid
+        } else {
+            rdkafka::Offset::Offset(end)
+        };
+        assert_eq!(
+            element.offset(),
+            expected,
+            "partition {}",
+            element.partition()
+        );
     }
 }
 
@@ -193,10 +246,15 @@ async fn a_full_producer_queue_is_an_error_the_caller_sees() {
     settings.producer.queue_capacity = 10;
     let tracker = Tracker::new(&settings).expect("tracker");
     for _ in 0..10 {
-        tracker.track_event(NewEvent::new("user.login")).expect("room in the queue");
+        tracker
+            .track_event(NewEvent::new("user.login"))
+            .expect("room in the queue");
     }
     let full = tracker.track_event(NewEvent::new("user.login"));
-    assert!(matches!(full, Err(TrackError::QueueFull { capacity: 10 })), "{full:?}");
+    assert!(
+        matches!(full, Err(TrackError::QueueFull { capacity: 10 })),
+        "{full:?}"
+    );
     assert_eq!(tracker.stats().enqueued, 10);
     let invalid = tracker.track_event(NewEvent::new("Not A Type"));
     assert!(matches!(invalid, Err(TrackError::Invalid(_))));

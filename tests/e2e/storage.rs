@@ -19,10 +19,21 @@ async fn unknown_users_and_communities_are_created_and_filled_in() {
     let (guild, club) = (Uuid::new_v4(), Uuid::new_v4());
     let events = vec![
         NewEvent::new("user.login").user(alice).community(guild),
-        NewEvent::new("user.signup").user(bob).community(guild).metadata(json!({"email": "bob@example.com"})),
-        // Another user claiming the same email: the event is stored, the email is not.
-        NewEvent::new("user.signup").user(carol).community(club).metadata(json!({"email": "bob@example.com"})),
-        NewEvent::new("community.created").user(alice).community(club).metadata(json!({"name": "Rust Club"})),
+        NewEvent::new("user.signup")
+            .user(bob)
+            .community(guild)
+            .metadata(json!({"email": "bob@example.com"})),
+        // Another user claiming the same email later (same community, so the
+        // same partition and a defined order): the event is stored, the email is not.
+        NewEvent::new("user.signup")
+            .user(carol)
+            .community(guild)
+            .created_at(Utc::now() + chrono::TimeDelta::seconds(1))
+            .metadata(json!({"email": "bob@example.com"})),
+        NewEvent::new("community.created")
+            .user(alice)
+            .community(club)
+            .metadata(json!({"name": "Rust Club"})),
         NewEvent::new("webhook.triggered").community(club),
     ];
     let consumer = InProcessConsumer::start(&settings);
@@ -31,7 +42,10 @@ async fn unknown_users_and_communities_are_created_and_filled_in() {
     consumer.stop().await;
 
     let client = db.client().await;
-    let users = client.query("SELECT id, email FROM users ORDER BY email NULLS LAST", &[]).await.expect("users");
+    let users = client
+        .query("SELECT id, email FROM users ORDER BY email NULLS LAST", &[])
+        .await
+        .expect("users");
     assert_eq!(users.len(), 3);
     let emails: Vec<(Uuid, Option<String>)> = users.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert!(emails.contains(&(bob, Some("bob@example.com".into()))));
@@ -54,40 +68,66 @@ async fn events_for_months_without_a_partition_are_stored() {
     let db = TestDb::new().await;
     let topic = TestTopic::new(2).await;
     let settings = settings(&db, &topic);
-    let months_before: i64 = db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass").await;
+    let months_before: i64 = db
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass")
+        .await;
     let at = |y, m, d, h, min, s| Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
     let events = vec![
         NewEvent::new("user.login").created_at(at(2003, 5, 10, 12, 0, 0)), // old
-        NewEvent::new("user.login").created_at(at(2019, 1, 1, 0, 0, 0)),   // exactly a month's first instant
+        NewEvent::new("user.login").created_at(at(2019, 1, 1, 0, 0, 0)), // exactly a month's first instant
         NewEvent::new("user.login").created_at(at(2018, 12, 31, 23, 59, 59)), // the instant before
-        NewEvent::new("user.login"),                                            // now: partition exists
+        NewEvent::new("user.login"),                                     // now: partition exists
     ];
     let consumer = InProcessConsumer::start(&settings);
     track_all(&settings, events).await;
     assert_eq!(db.wait_for_events(4, Duration::from_secs(60)).await, 4);
     consumer.stop().await;
     assert_eq!(db.count("SELECT count(*) FROM activities").await, 4);
-    let months_after = db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass").await;
+    let months_after = db
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass")
+        .await;
     assert_eq!(months_after, months_before + 3);
-    for (partition, expected) in [("activities_p2003_05", 1), ("activities_p2019_01", 1), ("activities_p2018_12", 1)] {
+    for (partition, expected) in [
+        ("activities_p2003_05", 1),
+        ("activities_p2019_01", 1),
+        ("activities_p2018_12", 1),
+    ] {
         let rows = db.count(&format!("SELECT count(*) FROM {partition}")).await;
         assert_eq!(rows, expected, "{partition}");
     }
     // No DEFAULT partition quietly catching rows.
-    assert_eq!(db.count("SELECT count(*) FROM pg_partitioned_table WHERE partdefid <> 0").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_partitioned_table WHERE partdefid <> 0")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent_and_creates_partitions_ahead() {
     let db = TestDb::new().await;
-    activity_consumer::store::migrate::migrate(&db.url, 3).await.expect("second run");
-    activity_consumer::store::migrate::migrate(&db.url, 3).await.expect("third run");
+    activity_consumer::store::migrate::migrate(&db.url, 3)
+        .await
+        .expect("second run");
+    activity_consumer::store::migrate::migrate(&db.url, 3)
+        .await
+        .expect("third run");
     assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 1);
     // Last month, this month and three ahead.
-    assert_eq!(db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass").await, 5);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass")
+            .await,
+        5
+    );
     let next = activity_consumer::store::month_start(Utc::now())
         .checked_add_months(chrono::Months::new(3))
         .expect("date");
     let name = format!("activities_p{}", next.format("%Y_%m"));
-    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'")).await, 1);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pg_class WHERE relname = '{name}'"
+        ))
+        .await,
+        1
+    );
 }

@@ -49,7 +49,9 @@ pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
     let _ = connection.await;
 
     let store = Store::connect(database_url, 1)?;
-    store.ensure_partitions(months_around(Utc::now(), ahead)).await?;
+    store
+        .ensure_partitions(months_around(Utc::now(), ahead))
+        .await?;
     Ok(())
 }
 
@@ -57,7 +59,10 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
     for (version, name, sql) in MIGRATIONS {
         let tx = client.transaction().await?;
         let applied = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
             .await?
             .is_some();
         if applied {
@@ -123,8 +128,13 @@ mod tests {
 
     #[test]
     fn partitions_cover_last_month_to_ahead() {
-        let now = DateTime::parse_from_rfc3339("2026-12-15T00:00:00Z").unwrap().with_timezone(&Utc);
-        let months: Vec<String> = months_around(now, 2).iter().map(|m| m.format("%Y-%m").to_string()).collect();
+        let now = DateTime::parse_from_rfc3339("2026-12-15T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let months: Vec<String> = months_around(now, 2)
+            .iter()
+            .map(|m| m.format("%Y-%m").to_string())
+            .collect();
         assert_eq!(months, ["2026-11", "2026-12", "2027-01", "2027-02"]);
     }
 }

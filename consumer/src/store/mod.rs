@@ -91,7 +91,9 @@ impl Store {
         tx.execute(&statement, &[&community_ids, &community_times])
             .await?;
 
-        let signups = Profiles::collect(events, |e| Some((e.user_id()?.as_uuid(), e.signup_email()?)));
+        let signups = Profiles::collect(events, |e| {
+            Some((e.user_id()?.as_uuid(), e.signup_email()?))
+        });
         if !signups.ids.is_empty() {
             let statement = tx
                 .prepare_cached(include_str!("../../../sql/queries/fill_user_emails.sql"))
@@ -104,10 +106,15 @@ impl Store {
         });
         if !creations.ids.is_empty() {
             let statement = tx
-                .prepare_cached(include_str!("../../../sql/queries/fill_community_names.sql"))
+                .prepare_cached(include_str!(
+                    "../../../sql/queries/fill_community_names.sql"
+                ))
                 .await?;
-            tx.execute(&statement, &[&creations.ids, &creations.values, &creations.times])
-                .await?;
+            tx.execute(
+                &statement,
+                &[&creations.ids, &creations.values, &creations.times],
+            )
+            .await?;
         }
 
         let statement = tx

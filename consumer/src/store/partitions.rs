@@ -66,11 +66,26 @@ mod tests {
     #[test]
     fn routes_each_instant_to_its_utc_month() {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(month_start(at("2026-11-25T13:14:15.123456Z")), at("2026-11-01T00:00:00Z"));
-        assert_eq!(month_start(at("2026-12-01T00:00:00Z")), at("2026-12-01T00:00:00Z"));
-        assert_eq!(month_start(at("2026-11-30T23:59:59.999999Z")), at("2026-11-01T00:00:00Z"));
+        assert_eq!(
+            month_start(at("2026-11-25T13:14:15.123456Z")),
+            at("2026-11-01T00:00:00Z")
+        );
+        assert_eq!(
+            month_start(at("2026-12-01T00:00:00Z")),
+            at("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            month_start(at("2026-11-30T23:59:59.999999Z")),
+            at("2026-11-01T00:00:00Z")
+        );
         // Local midnight in UTC+14 is still the previous UTC month.
-        assert_eq!(month_start(at("2027-01-01T00:30:00+14:00")), at("2026-12-01T00:00:00Z"));
-        assert_eq!(month_start(at("2028-02-29T12:00:00Z")), at("2028-02-01T00:00:00Z"));
+        assert_eq!(
+            month_start(at("2027-01-01T00:30:00+14:00")),
+            at("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            month_start(at("2028-02-29T12:00:00Z")),
+            at("2028-02-01T00:00:00Z")
+        );
     }
 }
