@@ -10,8 +10,10 @@
 //!    (`enable.auto.offset.store=false`) only then, and librdkafka's
 //!    auto-commit commits stored offsets only.
 //! 2. A batch that fails is retried in place, with capped backoff, until it
-//!    is stored or the process stops. The next batch is not flushed before it,
-//!    so no later commit can pass a failed batch.
+//!    is stored or the process stops. Up to `consumer.max_in_flight` batches
+//!    are written at once, but their offsets are stored strictly in the order
+//!    the batches were taken, so no later commit can pass a batch that is
+//!    not stored yet.
 //! 3. While a batch waits for the database, the consumer keeps polling (with
 //!    its partitions paused once the next batch is full), so it stays in its
 //!    group however long the outage lasts, and memory stays bounded.
@@ -23,7 +25,7 @@
 //! 6. On shutdown it stops polling, finishes the batch in hand within the
 //!    grace period, commits what is stored, and leaves the group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -199,21 +201,28 @@ impl Consumer {
         let mut totals = Totals::default();
         let mut pending: Vec<Received> = Vec::with_capacity(batch_size);
         let mut oldest: Option<Instant> = None;
-        let mut in_flight: Option<(JoinHandle<Result<Flushed, Aborted>>, Instant)> = None;
+        // Batches being stored, oldest first. Several may be in the database
+        // at once, but their offsets are stored strictly in this order, so a
+        // batch that is still retrying holds back every later one.
+        let max_in_flight = self.settings.max_in_flight.max(1);
+        let mut in_flight: VecDeque<(JoinHandle<Result<Flushed, Aborted>>, Instant)> =
+            VecDeque::with_capacity(max_in_flight);
         let mut paused: Option<TopicPartitionList> = None;
 
         loop {
             let full = pending.len() >= batch_size;
             let lingered = oldest.is_some_and(|t| t.elapsed() >= linger);
-            if in_flight.is_none() && !pending.is_empty() && (full || lingered) {
+            let room = in_flight.len() < max_in_flight;
+            if room && !pending.is_empty() && (full || lingered) {
                 let batch = self.take_batch(&mut pending, batch_size);
                 oldest = (!pending.is_empty()).then(Instant::now);
-                in_flight = Some((self.spawn_flush(batch, &abort), Instant::now()));
+                in_flight.push_back((self.spawn_flush(batch, &abort), Instant::now()));
                 continue;
             }
             let stalled = full
+                && !room
                 && in_flight
-                    .as_ref()
+                    .front()
                     .is_some_and(|(_, since)| since.elapsed() >= STALL);
             if stalled && paused.is_none() {
                 paused = self.pause();
@@ -225,12 +234,12 @@ impl Consumer {
                 biased;
                 _ = shutdown.cancelled() => break,
                 joined = async {
-                    match in_flight.as_mut() {
+                    match in_flight.front_mut() {
                         Some((handle, _)) => handle.await,
                         None => std::future::pending().await,
                     }
-                }, if in_flight.is_some() => {
-                    in_flight = None;
+                }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
                     match joined? {
                         Ok(flushed) => {
                             self.store_offsets(&flushed);
@@ -248,8 +257,8 @@ impl Consumer {
                         pending.push(received);
                     }
                 }
-                _ = sleep_until(linger_at), if linger_at.is_some() && in_flight.is_none() => {}
-                _ = tokio::time::sleep(STALL), if full && in_flight.is_some() && paused.is_none() => {}
+                _ = sleep_until(linger_at), if linger_at.is_some() && room => {}
+                _ = tokio::time::sleep(STALL), if full && !room && paused.is_none() => {}
             }
         }
 
@@ -259,7 +268,7 @@ impl Consumer {
     async fn shut_down(
         &self,
         mut pending: Vec<Received>,
-        in_flight: Option<(JoinHandle<Result<Flushed, Aborted>>, Instant)>,
+        in_flight: VecDeque<(JoinHandle<Result<Flushed, Aborted>>, Instant)>,
         abort: CancellationToken,
         mut totals: Totals,
     ) -> Result<Totals, ConsumerError> {
@@ -277,14 +286,19 @@ impl Consumer {
                 abort.cancel();
             })
         };
-        if let Some((handle, _)) = in_flight {
-            if let Ok(flushed) = handle.await? {
-                self.store_offsets(&flushed);
-                totals.add(&flushed);
+        // In order: once one is abandoned, no later batch's offsets are stored.
+        let mut abandoned = false;
+        for (handle, _) in in_flight {
+            match handle.await? {
+                Ok(flushed) if !abandoned => {
+                    self.store_offsets(&flushed);
+                    totals.add(&flushed);
+                }
+                _ => abandoned = true,
             }
         }
         // What was already received is in hand too: store it if time allows.
-        while !pending.is_empty() && !abort.is_cancelled() {
+        while !abandoned && !pending.is_empty() && !abort.is_cancelled() {
             let batch = self.take_batch(&mut pending, self.settings.batch_size);
             match self.spawn_flush(batch, &abort).await? {
                 Ok(flushed) => {

@@ -138,6 +138,9 @@ pub struct ConsumerSettings {
     pub session_timeout_ms: u64,
     /// Database connections in the pool.
     pub pool_size: usize,
+    /// Batches written to the database at once (their offsets are still
+    /// committed in order).
+    pub max_in_flight: usize,
     /// How long shutdown waits for the batch in hand, in milliseconds; keep it
     /// below the orchestrator's kill timeout (Kubernetes: 30 s).
     pub shutdown_grace_ms: u64,
@@ -161,6 +164,7 @@ impl Default for ConsumerSettings {
             batch_linger_ms: 200,
             session_timeout_ms: 10_000,
             pool_size: 4,
+            max_in_flight: 2,
             shutdown_grace_ms: 25_000,
         }
     }
@@ -285,6 +289,16 @@ impl Settings {
         if self.consumer.batch_size == 0 {
             return Err(ConfigError::Invalid(
                 "consumer.batch_size must be at least 1".into(),
+            ));
+        }
+        if self.consumer.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "consumer.max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.consumer.pool_size < self.consumer.max_in_flight {
+            return Err(ConfigError::Invalid(
+                "consumer.pool_size must be at least consumer.max_in_flight".into(),
             ));
         }
         if self.kafka.topic.is_empty() {

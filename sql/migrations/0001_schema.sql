@@ -10,9 +10,20 @@
 
 CREATE TABLE users (
     id          UUID PRIMARY KEY,
-    email       TEXT UNIQUE,
+    email       TEXT,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- email is unique, as the request asks, through a partial unique index rather
+-- than a UNIQUE constraint. Same rule (NULLs never clash), one difference that
+-- matters: PostgreSQL treats a column in a plain unique constraint as a key
+-- that foreign keys could reference, so filling in an email would lock the
+-- user's row FOR UPDATE, which conflicts with the FOR KEY SHARE lock every
+-- concurrent batch's activities foreign key check takes on that same row:
+-- two batches filling two users' emails would deadlock. A partial unique index
+-- cannot be referenced by a foreign key, so the fill takes FOR NO KEY UPDATE,
+-- which does not conflict.
+CREATE UNIQUE INDEX users_email_key ON users (email) WHERE email IS NOT NULL;
 
 CREATE TABLE communities (
     id          UUID PRIMARY KEY,

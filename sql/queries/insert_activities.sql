@@ -13,6 +13,9 @@ WITH input AS (
 fresh AS (
     INSERT INTO activity_event_ids (event_id, created_at)
     SELECT event_id, created_at FROM input
+    -- One lock order for every batch: concurrent batches holding the same
+    -- ids wait for each other instead of deadlocking.
+    ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 )

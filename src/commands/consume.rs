@@ -16,6 +16,9 @@ pub(crate) struct ConsumerArgs {
     /// How long a partial batch waits for more events, in milliseconds.
     #[arg(long, env = "CONSUMER_BATCH_LINGER_MS")]
     batch_linger_ms: Option<u64>,
+    /// Batches written to the database at once (offsets still commit in order).
+    #[arg(long, env = "CONSUMER_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
 }
 
 impl ConsumerArgs {
@@ -28,6 +31,9 @@ impl ConsumerArgs {
         }
         if let Some(linger) = self.batch_linger_ms {
             settings.consumer.batch_linger_ms = linger;
+        }
+        if let Some(depth) = self.max_in_flight.filter(|&d| d > 0) {
+            settings.consumer.max_in_flight = depth;
         }
     }
 }
