@@ -118,29 +118,21 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         let server = format!("{}/postgres", server_url());
-        // Drop runs outside any runtime we may block: use a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        cleanup(async move {
+            let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                .await
                 .ok()?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-                    .await
-                    .ok()?;
-                tokio::spawn(connection);
-                let statement: String = client
-                    .query_one(
-                        "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
-                        &[&name],
-                    )
-                    .await
-                    .ok()?
-                    .get(0);
-                client.batch_execute(&statement).await.ok()
-            })
-        })
-        .join();
+            tokio::spawn(connection);
+            let statement: String = client
+                .query_one(
+                    "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
+                    &[&name],
+                )
+                .await
+                .ok()?
+                .get(0);
+            client.batch_execute(&statement).await.ok()
+        });
     }
 }
 
@@ -210,20 +202,26 @@ impl TestTopic {
 impl Drop for TestTopic {
     fn drop(&mut self) {
         let topics = [self.name.clone(), self.dlq()];
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let admin: AdminClient<DefaultClientContext> =
-                    client_config(&brokers()).create().ok()?;
-                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                admin.delete_topics(&names, &AdminOptions::new()).await.ok()
-            })
-        })
-        .join();
+        cleanup(async move {
+            let admin: AdminClient<DefaultClientContext> =
+                client_config(&brokers()).create().ok()?;
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            admin.delete_topics(&names, &AdminOptions::new()).await.ok()
+        });
     }
+}
+
+/// Runs a best-effort cleanup to completion from `Drop`, which may run inside
+/// a runtime we must not block: on a thread and a runtime of its own.
+fn cleanup<T: Send + 'static>(work: impl std::future::Future<Output = Option<T>> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(work)
+    })
+    .join();
 }
 
 /// Settings pointing at this test's database and topic, with a group of its own.
