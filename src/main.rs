@@ -24,6 +24,13 @@ enum Command {
     Consume(commands::consume::ConsumerArgs),
     /// Send events from a JSON-lines file, or synthetic ones.
     Produce(commands::produce::Args),
+    /// Serve the analytics API.
+    Api(commands::api::Args),
+    /// Mint an analytics API token for local use.
+    Token(commands::token::Args),
+    /// Maintain the analytics rollups.
+    #[command(subcommand)]
+    Rollups(commands::rollups::Command),
     /// Everything on one laptop: migrate, consume, optionally sample traffic; prints what it stored.
     Dev(commands::dev::Args),
 }
@@ -38,5 +45,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => commands::consume::run(settings, args).await,
         Command::Produce(args) => commands::produce::run(settings, args).await,
         Command::Dev(args) => commands::dev::run(settings, args).await,
+        Command::Api(args) => commands::api::run(settings, args).await,
+        Command::Token(args) => commands::token::run(settings, args),
+        Command::Rollups(command) => commands::rollups::run(settings, command).await,
     }
 }

@@ -1,4 +1,155 @@
-//! The analytics API: the four `/api/v1/analytics/*` endpoints over PostgreSQL.
+//! Where events are queried: the analytics API.
 //!
-//! Empty until the analytics issue lands; the crate exists so the workspace
-//! has the layout the design card names.
+//! - [`routes`]: the four endpoints, health and readiness;
+//! - [`auth`]: HS256 JWTs and the caller's scope;
+//! - [`db`]: the scoped, read-only transaction every query runs in (row-level
+//!   security applies there: tenant isolation is enforced twice);
+//! - [`params`]: query parameters, checked;
+//! - [`reports`]: the response shapes (also in `/api/v1/openapi.json`);
+//! - [`error`]: the one error type and the SPEC's error body.
+//!
+//! Counts come from rollups kept by the consumer in the same transaction as
+//! the events (`sql/migrations/0002_rollups_and_rls.sql`).
+
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod params;
+pub mod reports;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::net::TcpListener;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use auth::{Claims, Keys, Role};
+
+/// What a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: Arc<Keys>,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
+}
+
+/// How to run the API.
+pub struct ApiConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// The database to read (a replica will do).
+    pub read_url: String,
+    pub jwt_secret: Vec<u8>,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("invalid DATABASE_READ_URL: {0}")]
+    Database(String),
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Activity Tracker analytics API", version = "1"),
+    paths(routes::overview, routes::community, routes::user, routes::events),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API, bound to its address, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: ApiConfig) -> Result<Self, BuildError> {
+        let pg: tokio_postgres::Config = config
+            .read_url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| BuildError::Database(e.to_string()))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .build()
+            .map_err(|e| BuildError::Database(e.to_string()))?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BuildError::Listen(config.listen.clone(), e))?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                pool,
+                keys: Arc::new(Keys::new(&config.jwt_secret)),
+                draining: CancellationToken::new(),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, answers
+    /// not-ready, and lets requests in flight finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let draining = self.state.draining.clone();
+        let app = router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                draining.cancel();
+            })
+            .await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/analytics/overview", get(routes::overview))
+        .route("/api/v1/analytics/community/{id}", get(routes::community))
+        .route("/api/v1/analytics/user/{id}", get(routes::user))
+        .route("/api/v1/analytics/events", get(routes::events))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(ApiDoc::openapi()) }),
+        )
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .with_state(state)
+}

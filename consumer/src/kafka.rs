@@ -354,7 +354,16 @@ impl Consumer {
         let store = self.store.clone();
         let dlq = self.dlq.clone();
         let abort = abort.clone();
-        tokio::spawn(async move { flush(batch, &store, &dlq, &abort).await })
+        let topic = self.topic.clone();
+        tokio::spawn(async move {
+            let flushed = flush(batch, &store, &dlq, &abort).await?;
+            let progress = flushed.offsets.iter().map(|(&p, &(_, next))| (p, next));
+            if let Err(error) = store.record_progress(&topic, progress).await {
+                // Informational only: the events are stored and may be committed.
+                tracing::warn!(%error, "cannot record consumer progress");
+            }
+            Ok(flushed)
+        })
     }
 
     fn decode(

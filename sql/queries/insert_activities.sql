@@ -1,7 +1,8 @@
 -- Claims each event_id in activity_event_ids and inserts into activities only
 -- the rows whose id was new: an id seen before (redelivery, client retry,
--- replay) is skipped whatever its created_at. Returns nothing; the command
--- tag's row count is the number of events stored.
+-- replay) is skipped whatever its created_at. The rollups are incremented
+-- from exactly the rows inserted, in the same statement, so they always agree
+-- with activities. Returns the number of events stored.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -18,10 +19,46 @@ fresh AS (
     ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
+),
+stored AS (
+    INSERT INTO activities (event_id, user_id, community_id, event_type, entity_type,
+                            entity_id, metadata, ip_address, user_agent, created_at)
+    SELECT i.event_id, i.user_id, i.community_id, i.event_type, i.entity_type,
+           i.entity_id, i.metadata::jsonb, i.ip_address, i.user_agent, i.created_at
+    FROM input AS i
+    JOIN fresh AS f USING (event_id)
+    RETURNING coalesce(community_id, '00000000-0000-0000-0000-000000000000'::uuid) AS community_id,
+              activity_bucket(created_at) AS bucket,
+              event_type, user_id, entity_type, entity_id
+),
+-- Rollup rows are upserted in key order, for the same reason.
+events_rolled AS (
+    INSERT INTO rollup_events AS r (community_id, bucket, event_type, events)
+    SELECT community_id, bucket, event_type, count(*)
+    FROM stored
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (community_id, bucket, event_type)
+    DO UPDATE SET events = r.events + excluded.events
+),
+users_rolled AS (
+    INSERT INTO rollup_users AS r (community_id, bucket, user_id, event_type, events)
+    SELECT community_id, bucket, user_id, event_type, count(*)
+    FROM stored
+    WHERE user_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (community_id, bucket, user_id, event_type)
+    DO UPDATE SET events = r.events + excluded.events
+),
+entities_rolled AS (
+    INSERT INTO rollup_entities AS r (community_id, bucket, entity_type, entity_id, events)
+    SELECT community_id, bucket, entity_type, entity_id, count(*)
+    FROM stored
+    WHERE entity_type IS NOT NULL AND entity_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (community_id, bucket, entity_type, entity_id)
+    DO UPDATE SET events = r.events + excluded.events
 )
-INSERT INTO activities (event_id, user_id, community_id, event_type, entity_type,
-                        entity_id, metadata, ip_address, user_agent, created_at)
-SELECT i.event_id, i.user_id, i.community_id, i.event_type, i.entity_type,
-       i.entity_id, i.metadata::jsonb, i.ip_address, i.user_agent, i.created_at
-FROM input AS i
-JOIN fresh AS f USING (event_id)
+SELECT count(*) FROM stored

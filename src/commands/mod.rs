@@ -1,6 +1,9 @@
 //! One module per subcommand: parse its flags, call the libraries.
 
+pub(crate) mod api;
 pub(crate) mod consume;
 pub(crate) mod dev;
 pub(crate) mod migrate;
 pub(crate) mod produce;
+pub(crate) mod rollups;
+pub(crate) mod token;

@@ -10,11 +10,18 @@ use tokio_postgres::NoTls;
 use super::{month_start, Store, StoreError};
 
 /// The numbered files in `sql/migrations/`, in order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_schema.sql",
-    include_str!("../../../sql/migrations/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_schema.sql",
+        include_str!("../../../sql/migrations/0001_schema.sql"),
+    ),
+    (
+        2,
+        "0002_rollups_and_rls.sql",
+        include_str!("../../../sql/migrations/0002_rollups_and_rls.sql"),
+    ),
+];
 
 /// An arbitrary constant naming the migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x6163_7469_7669_7479; // "activity"

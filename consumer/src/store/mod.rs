@@ -8,6 +8,7 @@
 mod error;
 pub mod migrate;
 mod partitions;
+pub mod rollups;
 
 use std::collections::HashSet;
 
@@ -120,8 +121,8 @@ impl Store {
         let statement = tx
             .prepare_cached(include_str!("../../../sql/queries/insert_activities.sql"))
             .await?;
-        let inserted = tx
-            .execute(
+        let inserted: i64 = tx
+            .query_one(
                 &statement,
                 &[
                     &columns.event_id,
@@ -136,12 +137,35 @@ impl Store {
                     &columns.created_at,
                 ],
             )
-            .await?;
+            .await?
+            .try_get(0)?;
+        let inserted = inserted as u64;
         tx.commit().await?;
         Ok(Stored {
             inserted,
             duplicates: events.len() as u64 - inserted,
         })
+    }
+
+    /// Records, per partition of `topic`, the next offset whose events are all
+    /// stored (the analytics API reports it as freshness).
+    pub async fn record_progress(
+        &self,
+        topic: &str,
+        offsets: impl IntoIterator<Item = (i32, i64)>,
+    ) -> Result<(), StoreError> {
+        let (partitions, next): (Vec<i32>, Vec<i64>) = offsets.into_iter().unzip();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(include_str!("../../../sql/queries/record_progress.sql"))
+            .await?;
+        client
+            .execute(&statement, &[&topic, &partitions, &next])
+            .await?;
+        Ok(())
     }
 
     /// Creates the partitions for these timestamps if they are missing.

@@ -1,0 +1,139 @@
+//! Who is asking: HS256 JWTs with the SPEC's claims.
+//!
+//! `admin` reads everything; `community_admin` only the communities in its
+//! `communities` claim; `user` only `/user/{sub}`. Only HS256 is accepted
+//! (`alg: none` and every other algorithm are refused), `exp` is required.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    CommunityAdmin,
+    User,
+}
+
+/// The token's claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<Uuid>,
+}
+
+/// The verified caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: Role,
+    pub subject: String,
+    pub communities: Arc<HashSet<Uuid>>,
+}
+
+impl Caller {
+    /// `None` for every community (admin), otherwise the ones it may read.
+    pub fn community_scope(&self) -> Option<Vec<Uuid>> {
+        match self.role {
+            Role::Admin => None,
+            Role::CommunityAdmin => {
+                let mut ids: Vec<Uuid> = self.communities.iter().copied().collect();
+                ids.sort();
+                Some(ids)
+            }
+            Role::User => Some(Vec::new()),
+        }
+    }
+
+    pub fn may_read_community(&self, id: Uuid) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::CommunityAdmin => self.communities.contains(&id),
+            Role::User => false,
+        }
+    }
+
+    /// The user this caller is, if it is a `user` (its `sub`).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self.role {
+            Role::User => Uuid::parse_str(&self.subject).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Signs and verifies tokens with one HS256 key.
+#[derive(Clone)]
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Keys {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    pub fn mint(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+        let claims = data.claims;
+        if claims.role == Role::User && Uuid::parse_str(&claims.sub).is_err() {
+            return Err(ApiError::Unauthorized(
+                "invalid token: a user token's sub must be the user's UUID".into(),
+            ));
+        }
+        Ok(Caller {
+            role: claims.role,
+            subject: claims.sub,
+            communities: Arc::new(claims.communities.into_iter().collect()),
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
+            })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
+            })?;
+        state.keys.verify(token.trim())
+    }
+}

@@ -1,0 +1,52 @@
+//! Every query runs in a read-only transaction scoped to its caller: the
+//! caller's communities (or user) are set for the row-level security
+//! policies, the role is switched to `activity_api` (subject to them), and
+//! the session time zone is the requested one.
+
+use deadpool_postgres::{Object, Transaction};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+
+/// Longest any API query may run.
+const STATEMENT_TIMEOUT: &str = "5s";
+
+pub async fn scoped<'a>(
+    client: &'a mut Object,
+    caller: &Caller,
+    tz: &str,
+) -> Result<Transaction<'a>, ApiError> {
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let all = if caller.role == Role::Admin {
+        "on"
+    } else {
+        "off"
+    };
+    let communities = caller
+        .community_scope()
+        .unwrap_or_default()
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let user = caller
+        .user_id()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let statement = tx
+        .prepare_cached(
+            "SELECT set_config('activity.scope_all', $1, true),
+                    set_config('activity.scope_communities', $2, true),
+                    set_config('activity.scope_user', $3, true),
+                    set_config('TimeZone', $4, true),
+                    set_config('statement_timeout', $5, true)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[&all, &communities, &user, &tz, &STATEMENT_TIMEOUT],
+    )
+    .await?;
+    tx.batch_execute("SET LOCAL ROLE activity_api").await?;
+    Ok(tx)
+}

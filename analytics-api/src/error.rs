@@ -1,0 +1,106 @@
+//! The API's one error type, its status codes and the SPEC's error body:
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token, or one that is expired, unsigned or wrongly signed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token asking outside its scope.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The database cannot answer now (down, overloaded, timed out).
+    #[error("the database is unavailable; retry later")]
+    Unavailable(#[source] Option<tokio_postgres::Error>),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `unauthorized`, `forbidden`,
+    /// `bad_request`, `not_found`, `unavailable`, `internal`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Internal(detail) => tracing::error!(detail, "internal error"),
+            Self::Unavailable(Some(error)) => tracing::warn!(%error, "database unavailable"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let class = error
+            .code()
+            .map(|c| c.code().get(..2).unwrap_or("").to_owned());
+        match class.as_deref() {
+            // Connection, resources, operator intervention (statement timeout
+            // is 57014), transaction conflicts: the caller may retry.
+            None | Some("08" | "53" | "57" | "40") => Self::Unavailable(Some(error)),
+            _ => Self::Internal(match error.as_db_error() {
+                Some(db) => format!(
+                    "{} ({}){}",
+                    db.message(),
+                    db.code().code(),
+                    db.where_().map(|w| format!(" at {w}")).unwrap_or_default()
+                ),
+                None => error.to_string(),
+            }),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => {
+                tracing::warn!(error = %other, "no database connection");
+                Self::Unavailable(None)
+            }
+        }
+    }
+}

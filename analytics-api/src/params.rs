@@ -1,0 +1,316 @@
+//! Query parameters, checked: every bad value is a 400 with a message that
+//! names it, never a 500.
+
+use std::str::FromStr;
+
+use activity_core::EventType;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Rollup bucket width: ranges are widened to whole buckets.
+pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
+/// Longest range any endpoint answers.
+pub const MAX_RANGE_DAYS: i64 = 400;
+/// Longest range answered at `interval=hour`.
+pub const MAX_HOURLY_RANGE_DAYS: i64 = 35;
+pub const DEFAULT_RANGE_DAYS: i64 = 30;
+pub const DEFAULT_LIMIT: i64 = 10;
+pub const MAX_LIMIT: i64 = 100;
+
+/// The parameters as sent; parsed by [`RawParams::range`] and friends.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawParams {
+    /// Start of the range, RFC 3339 (default: 30 days before `to`); widened
+    /// down to a 15-minute boundary.
+    pub from: Option<String>,
+    /// End of the range, RFC 3339, exclusive (default: now); widened up to a
+    /// 15-minute boundary. At most 400 days after `from`.
+    pub to: Option<String>,
+    /// Time-series buckets: `hour` (ranges up to 35 days), `day` (default), `week`, `month`.
+    pub interval: Option<String>,
+    /// IANA time zone for the buckets (default `UTC`), e.g. `Asia/Kolkata`.
+    pub tz: Option<String>,
+    /// Length of top lists and timeline pages: 1 to 100, default 10.
+    pub limit: Option<String>,
+    /// Timeline page to continue from (`/user/{id}`), as returned in `next_cursor`.
+    pub cursor: Option<String>,
+    /// Only this event type (`/events`).
+    pub event_type: Option<String>,
+    /// Only this community (`/events`).
+    pub community_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Interval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+}
+
+/// A checked time range, widened to whole 15-minute buckets.
+#[derive(Debug, Clone)]
+pub struct Range {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub tz: Tz,
+    pub interval: Interval,
+}
+
+impl RawParams {
+    pub fn range(&self, now: DateTime<Utc>) -> Result<Range, ApiError> {
+        let to = match &self.to {
+            Some(text) => parse_time("to", text)?,
+            None => now,
+        };
+        let from = match &self.from {
+            Some(text) => parse_time("from", text)?,
+            None => to - TimeDelta::days(DEFAULT_RANGE_DAYS),
+        };
+        if from >= to {
+            return Err(ApiError::BadRequest(format!(
+                "from ({}) must be before to ({})",
+                from.to_rfc3339(),
+                to.to_rfc3339()
+            )));
+        }
+        let interval = match self.interval.as_deref().unwrap_or("day") {
+            "hour" => Interval::Hour,
+            "day" => Interval::Day,
+            "week" => Interval::Week,
+            "month" => Interval::Month,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "interval must be hour, day, week or month, not {:?}",
+                    truncate(other)
+                )))
+            }
+        };
+        let days = (to - from).num_days();
+        if days > MAX_RANGE_DAYS {
+            return Err(ApiError::BadRequest(format!(
+                "the range is {days} days; at most {MAX_RANGE_DAYS} days may be asked at once"
+            )));
+        }
+        if interval == Interval::Hour && days > MAX_HOURLY_RANGE_DAYS {
+            return Err(ApiError::BadRequest(format!(
+                "the range is {days} days; interval=hour allows at most {MAX_HOURLY_RANGE_DAYS}"
+            )));
+        }
+        let tz = match self.tz.as_deref() {
+            None => Tz::UTC,
+            Some(name) => Tz::from_str(name).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "tz must be an IANA time zone name, not {:?}",
+                    truncate(name)
+                ))
+            })?,
+        };
+        let from = from
+            .duration_trunc(BUCKET)
+            .map_err(|e| ApiError::BadRequest(format!("from: {e}")))?;
+        let to_floor = to
+            .duration_trunc(BUCKET)
+            .map_err(|e| ApiError::BadRequest(format!("to: {e}")))?;
+        let to = if to_floor == to {
+            to
+        } else {
+            to_floor + BUCKET
+        };
+        Ok(Range {
+            from,
+            to,
+            tz,
+            interval,
+        })
+    }
+
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match &self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(text) => match text.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}, not {:?}",
+                    truncate(text)
+                ))),
+            },
+        }
+    }
+
+    pub fn event_type(&self) -> Result<Option<String>, ApiError> {
+        self.event_type
+            .as_deref()
+            .map(|text| {
+                EventType::parse(text)
+                    .map(|t| t.as_str().to_owned())
+                    .map_err(|e| ApiError::BadRequest(format!("event_type: {e}")))
+            })
+            .transpose()
+    }
+
+    pub fn community_id(&self) -> Result<Option<Uuid>, ApiError> {
+        self.community_id
+            .as_deref()
+            .map(|text| parse_uuid("community_id", text))
+            .transpose()
+    }
+
+    /// The timeline cursor: `<created_at in µs since the epoch>.<row id>`.
+    pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
+        self.cursor.as_deref().map(Cursor::parse).transpose()
+    }
+}
+
+/// Where a timeline page starts: just after this row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "cursor {:?} is not one this API returned",
+                truncate(text)
+            ))
+        };
+        let (micros, id) = text.split_once('.').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let id: i64 = id.parse().map_err(|_| bad())?;
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        Ok(Self { created_at, id })
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+}
+
+pub fn parse_uuid(name: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        ApiError::BadRequest(format!("{name} must be a UUID, not {:?}", truncate(text)))
+    })
+}
+
+fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 timestamp such as 2026-01-31T00:00:00Z, not {:?}",
+                truncate(text)
+            ))
+        })
+}
+
+/// Echoed values are cut short: a hostile parameter is not mirrored whole.
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> RawParams {
+        let mut p = RawParams::default();
+        for (k, v) in pairs {
+            let v = Some((*v).to_owned());
+            match *k {
+                "from" => p.from = v,
+                "to" => p.to = v,
+                "interval" => p.interval = v,
+                "tz" => p.tz = v,
+                "limit" => p.limit = v,
+                "cursor" => p.cursor = v,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn ranges_widen_to_buckets_and_default_to_thirty_days() {
+        let now = DateTime::parse_from_rfc3339("2026-03-10T10:07:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let range = params(&[]).range(now).unwrap();
+        assert_eq!(range.to.to_rfc3339(), "2026-03-10T10:15:00+00:00");
+        assert_eq!(range.from.to_rfc3339(), "2026-02-08T10:00:00+00:00");
+        assert_eq!(range.tz, Tz::UTC);
+        assert_eq!(range.interval, Interval::Day);
+    }
+
+    #[test]
+    fn bad_values_are_bad_requests() {
+        let now = Utc::now();
+        for bad in [
+            params(&[
+                ("from", "2026-02-01T00:00:00Z"),
+                ("to", "2026-01-01T00:00:00Z"),
+            ]),
+            params(&[("from", "yesterday")]),
+            params(&[
+                ("from", "2020-01-01T00:00:00Z"),
+                ("to", "2026-01-01T00:00:00Z"),
+            ]),
+            params(&[("interval", "minute")]),
+            params(&[
+                ("interval", "hour"),
+                ("from", "2026-01-01T00:00:00Z"),
+                ("to", "2026-03-01T00:00:00Z"),
+            ]),
+            params(&[("tz", "Mars/Olympus")]),
+            params(&[("tz", "'; DROP TABLE activities; --")]),
+        ] {
+            assert!(
+                matches!(bad.range(now), Err(ApiError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        for limit in ["0", "101", "-1", "1e9", "99999999999999999999", "ten"] {
+            assert!(matches!(
+                params(&[("limit", limit)]).limit(),
+                Err(ApiError::BadRequest(_))
+            ));
+        }
+        for cursor in ["", "1.", ".1", "abc.def", "99999999999999999.1"] {
+            assert!(
+                matches!(
+                    params(&[("cursor", cursor)]).cursor(),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{cursor}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let cursor = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: 42,
+        };
+        assert_eq!(Cursor::parse(&cursor.encode()).unwrap(), cursor);
+    }
+}

@@ -1,0 +1,442 @@
+//! The endpoints. Each checks the caller's scope (403 outside it), then reads
+//! through a scoped transaction, where row-level security checks it again.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::auth::{Caller, Role};
+use crate::db::scoped;
+use crate::error::{ApiError, ErrorBody};
+use crate::params::{parse_uuid, Cursor, Range, RawParams};
+use crate::reports::*;
+use crate::AppState;
+
+type Params = Result<Query<RawParams>, QueryRejection>;
+
+fn params(params: Params) -> Result<RawParams, ApiError> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+}
+
+fn path_id(name: &str, id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let Path(text) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    parse_uuid(name, &text)
+}
+
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz).to_rfc3339()
+}
+
+fn range_out(range: &Range) -> RangeOut {
+    RangeOut {
+        from: local(range.from, range.tz),
+        to: local(range.to, range.tz),
+        tz: range.tz.name().to_owned(),
+        interval: range.interval.as_str().to_owned(),
+    }
+}
+
+/// What the overview, community and events reports share.
+struct Common {
+    total_events: i64,
+    unique_users: i64,
+    time_series: Vec<Point>,
+}
+
+async fn common(
+    tx: &Transaction<'_>,
+    range: &Range,
+    communities: &Option<Vec<Uuid>>,
+    event_type: &Option<String>,
+) -> Result<Common, ApiError> {
+    let totals = tx
+        .query_one(
+            include_str!("../../sql/queries/analytics/totals.sql"),
+            &[&range.from, &range.to, communities, event_type],
+        )
+        .await?;
+    let interval = range.interval.as_str();
+    let time_series = tx
+        .query(
+            include_str!("../../sql/queries/analytics/series.sql"),
+            &[&range.from, &range.to, communities, event_type, &interval],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Point {
+                start: local(row.try_get("start")?, range.tz),
+                events: row.try_get("events")?,
+                unique_users: row.try_get("unique_users")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(Common {
+        total_events: totals.try_get("events")?,
+        unique_users: totals.try_get("unique_users")?,
+        time_series,
+    })
+}
+
+async fn by_type(
+    tx: &Transaction<'_>,
+    range: &Range,
+    communities: &Option<Vec<Uuid>>,
+) -> Result<Vec<TypeCount>, ApiError> {
+    let none: Option<String> = None;
+    Ok(tx
+        .query(
+            include_str!("../../sql/queries/analytics/by_type.sql"),
+            &[&range.from, &range.to, communities, &none],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(TypeCount {
+                event_type: row.try_get("event_type")?,
+                events: row.try_get("events")?,
+                unique_users: row.try_get("unique_users")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?)
+}
+
+async fn active_users(
+    tx: &Transaction<'_>,
+    range: &Range,
+    communities: &Option<Vec<Uuid>>,
+) -> Result<ActiveUsers, ApiError> {
+    let none: Option<String> = None;
+    let row = tx
+        .query_one(
+            include_str!("../../sql/queries/analytics/active_users.sql"),
+            &[&range.from, &range.to, communities, &none],
+        )
+        .await?;
+    Ok(ActiveUsers {
+        as_of: local(range.to, range.tz),
+        dau: row.try_get("dau")?,
+        wau: row.try_get("wau")?,
+        mau: row.try_get("mau")?,
+    })
+}
+
+async fn freshness(tx: &Transaction<'_>) -> Result<Freshness, ApiError> {
+    let row = tx
+        .query_one(
+            include_str!("../../sql/queries/analytics/freshness.sql"),
+            &[],
+        )
+        .await?;
+    let generated_at = Utc::now();
+    let last: Option<DateTime<Utc>> = row.try_get("last_stored_at")?;
+    Ok(Freshness {
+        generated_at,
+        last_stored_at: last,
+        seconds_since_last_store: last
+            .map(|t| (generated_at - t).num_milliseconds() as f64 / 1000.0),
+        oldest_partition_stored_at: row.try_get("oldest_partition_stored_at")?,
+    })
+}
+
+/// Totals, unique users, DAU/WAU/MAU, events by type, a time series and the
+/// top communities, over every community the caller may read.
+#[utoipa::path(get, path = "/api/v1/analytics/overview", params(RawParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = Overview), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn overview(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Params,
+) -> Result<Json<Overview>, ApiError> {
+    if caller.role == Role::User {
+        return Err(ApiError::Forbidden(
+            "a user token may only read /user/{its own id}".into(),
+        ));
+    }
+    let raw = params(raw)?;
+    let range = raw.range(Utc::now())?;
+    let limit = raw.limit()?;
+    let communities = caller.community_scope();
+    let mut client = state.pool.get().await?;
+    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
+    let none: Option<String> = None;
+    let common = common(&tx, &range, &communities, &none).await?;
+    let top_communities = tx
+        .query(
+            include_str!("../../sql/queries/analytics/top_communities.sql"),
+            &[&range.from, &range.to, &communities, &none, &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(CommunityCount {
+                community_id: row.try_get("community_id")?,
+                name: row.try_get("name")?,
+                events: row.try_get("events")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(Json(Overview {
+        range: range_out(&range),
+        freshness: freshness(&tx).await?,
+        total_events: common.total_events,
+        unique_users: common.unique_users,
+        active_users: active_users(&tx, &range, &communities).await?,
+        events_by_type: by_type(&tx, &range, &communities).await?,
+        time_series: common.time_series,
+        top_communities,
+    }))
+}
+
+/// The overview of one community, plus its top users and top entities.
+#[utoipa::path(get, path = "/api/v1/analytics/community/{id}", params(("id" = Uuid, Path), RawParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = CommunityReport), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody)))]
+pub async fn community(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    raw: Params,
+) -> Result<Json<CommunityReport>, ApiError> {
+    let id = path_id("community id", id)?;
+    if !caller.may_read_community(id) {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not read community {id}"
+        )));
+    }
+    let raw = params(raw)?;
+    let range = raw.range(Utc::now())?;
+    let limit = raw.limit()?;
+    let communities = Some(vec![id]);
+    let mut client = state.pool.get().await?;
+    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
+    let row = tx
+        .query_opt(
+            include_str!("../../sql/queries/analytics/community.sql"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
+    let info = CommunityInfo {
+        id,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    };
+    let none: Option<String> = None;
+    let common = common(&tx, &range, &communities, &none).await?;
+    let top_users = tx
+        .query(
+            include_str!("../../sql/queries/analytics/top_users.sql"),
+            &[&range.from, &range.to, &communities, &none, &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(UserCount {
+                user_id: row.try_get("user_id")?,
+                events: row.try_get("events")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    let top_entities = tx
+        .query(
+            include_str!("../../sql/queries/analytics/top_entities.sql"),
+            &[&range.from, &range.to, &communities, &none, &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EntityCount {
+                entity_type: row.try_get("entity_type")?,
+                entity_id: row.try_get("entity_id")?,
+                events: row.try_get("events")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(Json(CommunityReport {
+        community: info,
+        range: range_out(&range),
+        freshness: freshness(&tx).await?,
+        total_events: common.total_events,
+        unique_users: common.unique_users,
+        active_users: active_users(&tx, &range, &communities).await?,
+        events_by_type: by_type(&tx, &range, &communities).await?,
+        time_series: common.time_series,
+        top_users,
+        top_entities,
+    }))
+}
+
+/// One user's totals, first and last seen, events by type and activity
+/// timeline (newest first, cursor-paged).
+#[utoipa::path(get, path = "/api/v1/analytics/user/{id}", params(("id" = Uuid, Path), RawParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = UserReport), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn user(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    raw: Params,
+) -> Result<Json<UserReport>, ApiError> {
+    let id = path_id("user id", id)?;
+    if caller.role == Role::User && caller.user_id() != Some(id) {
+        return Err(ApiError::Forbidden(
+            "a user token may only read its own activity".into(),
+        ));
+    }
+    let raw = params(raw)?;
+    let range = raw.range(Utc::now())?;
+    let limit = raw.limit()?;
+    let cursor = raw.cursor()?;
+    let communities = match caller.role {
+        Role::CommunityAdmin => caller.community_scope(),
+        Role::Admin | Role::User => None,
+    };
+    let mut client = state.pool.get().await?;
+    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
+    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&id, &range.from, &range.to, &communities];
+    let summary = tx
+        .query_one(
+            include_str!("../../sql/queries/analytics/user_summary.sql"),
+            &args,
+        )
+        .await?;
+    let events_by_type = tx
+        .query(
+            include_str!("../../sql/queries/analytics/user_by_type.sql"),
+            &args,
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(UserTypeCount {
+                event_type: row.try_get("event_type")?,
+                events: row.try_get("events")?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    let (after_time, after_id) = match cursor {
+        Some(c) => (Some(c.created_at), Some(c.id)),
+        None => (None, None),
+    };
+    // One row more than the page tells whether another page follows.
+    let fetch = limit + 1;
+    let rows = tx
+        .query(
+            include_str!("../../sql/queries/analytics/user_timeline.sql"),
+            &[
+                &id,
+                &range.from,
+                &range.to,
+                &communities,
+                &after_time,
+                &after_id,
+                &fetch,
+            ],
+        )
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for row in rows.iter().take(limit as usize) {
+        let created_at: DateTime<Utc> = row.try_get("created_at")?;
+        last = Some(Cursor {
+            created_at,
+            id: row.try_get("id")?,
+        });
+        items.push(TimelineItem {
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            community_id: row.try_get("community_id")?,
+            entity_type: row.try_get("entity_type")?,
+            entity_id: row.try_get("entity_id")?,
+            metadata: row.try_get("metadata")?,
+            created_at,
+        });
+    }
+    let next_cursor = if rows.len() > limit as usize {
+        last.map(|c| c.encode())
+    } else {
+        None
+    };
+    Ok(Json(UserReport {
+        user_id: id,
+        range: range_out(&range),
+        freshness: freshness(&tx).await?,
+        total_events: summary.try_get("events")?,
+        first_seen: summary.try_get("first_seen")?,
+        last_seen: summary.try_get("last_seen")?,
+        events_by_type,
+        timeline: Timeline { items, next_cursor },
+    }))
+}
+
+/// Events and unique users over time, for one event type or all, in one
+/// community or every community the caller may read.
+#[utoipa::path(get, path = "/api/v1/analytics/events", params(RawParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = EventsReport), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Params,
+) -> Result<Json<EventsReport>, ApiError> {
+    if caller.role == Role::User {
+        return Err(ApiError::Forbidden(
+            "a user token may only read /user/{its own id}".into(),
+        ));
+    }
+    let raw = params(raw)?;
+    let range = raw.range(Utc::now())?;
+    let event_type = raw.event_type()?;
+    let community_id = raw.community_id()?;
+    let communities = match community_id {
+        Some(id) if !caller.may_read_community(id) => {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not read community {id}"
+            )))
+        }
+        Some(id) => Some(vec![id]),
+        None => caller.community_scope(),
+    };
+    let mut client = state.pool.get().await?;
+    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
+    let common = common(&tx, &range, &communities, &event_type).await?;
+    Ok(Json(EventsReport {
+        event_type,
+        community_id,
+        range: range_out(&range),
+        freshness: freshness(&tx).await?,
+        total_events: common.total_events,
+        unique_users: common.unique_users,
+        time_series: common.time_series,
+    }))
+}
+
+pub async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Ready when the database answers and the server is not draining.
+pub async fn readyz(State(state): State<AppState>) -> StatusCode {
+    if state.draining.is_cancelled() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match state.pool.get().await {
+        Ok(client) if client.simple_query("SELECT 1").await.is_ok() => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}

@@ -1,0 +1,2 @@
+-- One community, if it exists (and the caller may see it).
+SELECT id, name, created_at FROM communities WHERE id = $1

@@ -1,0 +1,27 @@
+-- Refills every rollup bucket in [$1, $2) from the rows in activities, once rollups_clear.sql emptied them.
+-- Run in one transaction after LOCK TABLE rollup_events, rollup_users,
+-- rollup_entities IN EXCLUSIVE MODE: consumers wait (their insert statement
+-- locks the rollups before it writes activities), so none of their rows is
+-- counted twice or missed. $1 and $2 are bucket boundaries.
+WITH source AS (
+    SELECT coalesce(community_id, '00000000-0000-0000-0000-000000000000'::uuid) AS community_id,
+           activity_bucket(created_at) AS bucket,
+           event_type, user_id, entity_type, entity_id
+    FROM activities
+    WHERE created_at >= $1 AND created_at < $2
+),
+events_rolled AS (
+    INSERT INTO rollup_events (community_id, bucket, event_type, events)
+    SELECT community_id, bucket, event_type, count(*) FROM source GROUP BY 1, 2, 3
+),
+users_rolled AS (
+    INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
+    SELECT community_id, bucket, user_id, event_type, count(*) FROM source
+    WHERE user_id IS NOT NULL GROUP BY 1, 2, 3, 4
+),
+entities_rolled AS (
+    INSERT INTO rollup_entities (community_id, bucket, entity_type, entity_id, events)
+    SELECT community_id, bucket, entity_type, entity_id, count(*) FROM source
+    WHERE entity_type IS NOT NULL AND entity_id IS NOT NULL GROUP BY 1, 2, 3, 4
+)
+SELECT count(*) FROM source

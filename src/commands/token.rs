@@ -1,0 +1,61 @@
+//! `activity token`: mints an analytics API token for local use.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use activity_analytics_api::{Claims, Keys, Role};
+use activity_core::config::Settings;
+use uuid::Uuid;
+
+use super::api::JwtArgs;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Admin,
+    CommunityAdmin,
+    User,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// What the token may read.
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// The token's subject; for `user`, the user's UUID.
+    #[arg(long, default_value = "local")]
+    sub: String,
+    /// A community a `community_admin` may read (repeat for several).
+    #[arg(long = "community")]
+    communities: Vec<Uuid>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    #[command(flatten)]
+    auth: JwtArgs,
+}
+
+pub(crate) fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let role = match args.role {
+        RoleArg::Admin => Role::Admin,
+        RoleArg::CommunityAdmin => Role::CommunityAdmin,
+        RoleArg::User => Role::User,
+    };
+    if matches!(role, Role::User) {
+        Uuid::parse_str(&args.sub)
+            .map_err(|_| anyhow::anyhow!("--sub must be the user's UUID for --role user"))?;
+    }
+    if matches!(role, Role::CommunityAdmin) && args.communities.is_empty() {
+        anyhow::bail!("--role community-admin needs at least one --community");
+    }
+    let exp = (SystemTime::now() + Duration::from_secs(args.ttl))
+        .duration_since(UNIX_EPOCH)?
+        .as_secs();
+    let keys = Keys::new(&args.auth.secret(&settings)?);
+    let token = keys.mint(&Claims {
+        sub: args.sub,
+        exp,
+        role,
+        communities: args.communities,
+    })?;
+    println!("{token}");
+    Ok(())
+}
