@@ -7,6 +7,7 @@
 
 mod fixtures;
 
+mod analytics;
 mod crash;
 mod dead_letters;
 mod pipeline;
