@@ -12,24 +12,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use activity_bench::{
+    connect, delete_topic, drop_databases, round3, run_id, spawn_consumer, vm_hwm_kb,
+};
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
-use activity_core::kafka::{client_config, dlq_topic, ensure_topics};
+use activity_core::kafka::ensure_topics;
 use activity_core::ActivityEvent;
 use activity_producer::synthetic::{Generator, Shape};
 use activity_producer::{TrackError, Tracker};
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use clap::Parser;
 use futures::pin_mut;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -61,12 +61,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let run = Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .take(10)
-        .collect::<String>();
+    let run = run_id();
     let names = Names {
         topic: format!("bench.ingest.{run}"),
         consumer_db: format!("bench_consume_{run}"),
@@ -159,6 +154,8 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
     let consumer_rate = n as f64 / drain.seconds;
     let copy_rate = n as f64 / copy_seconds;
     let copy_activities_rate = n as f64 / copy.get("activities").copied().unwrap_or(f64::NAN);
+    let copy_raw_tables_rate =
+        n as f64 / (copy_seconds - copy.get("rollups").copied().unwrap_or(0.0));
     Ok(json!({
         "events": n,
         "kafka_partitions": settings.kafka.partitions,
@@ -172,6 +169,8 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
         "consumer_seconds_including_group_join": round3(drain.wall_seconds),
         "copy_seconds": round3(copy_seconds),
         "copy_seconds_by_table": copy,
+        "copy_raw_tables_rate": copy_raw_tables_rate.round(),
+        "ratio_vs_raw_tables": round3(consumer_rate / copy_raw_tables_rate),
         "copy_activities_only_rate": copy_activities_rate.round(),
         "ratio_vs_activities_only": round3(consumer_rate / copy_activities_rate),
         "produce_seconds": round3(produce_seconds),
@@ -179,10 +178,6 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
         "track_event_ns": {"p50": percentile(0.5), "p99": percentile(0.99), "mean": mean.round()},
         "queue_full_retries": queue_full,
     }))
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 struct Drain {
@@ -214,24 +209,14 @@ async fn drain(
         .max_in_flight
         .unwrap_or(settings.consumer.max_in_flight);
     let spawned = Instant::now();
-    let mut child = tokio::process::Command::new(&args.activity_bin)
-        .arg("consume")
-        .env("APP_ENV", "dev")
-        .env("DATABASE_URL", url)
-        .env("KAFKA_BROKERS", &settings.kafka.brokers)
-        .env("KAFKA_TOPIC", &names.topic)
-        .env("CONSUMER_GROUP_ID", format!("bench-{run}"))
-        .env("RUST_LOG", "warn")
-        .env("CONSUMER_MAX_IN_FLIGHT", depth.to_string())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (build it with cargo build --release)",
-                args.activity_bin.display()
-            )
-        })?;
+    let mut child = spawn_consumer(
+        &args.activity_bin,
+        url,
+        &settings.kafka.brokers,
+        &names.topic,
+        &format!("bench-{run}"),
+        depth,
+    )?;
     let pid = child.id().context("the consumer exited at once")?;
 
     let mut peak_rss_kb = 0;
@@ -288,19 +273,6 @@ async fn drain(
         wall_seconds: finished.duration_since(spawned).as_secs_f64(),
         peak_rss_kb,
     })
-}
-
-/// Peak resident set size of a process, from /proc (0 when unreadable).
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The same events the producer sent, validated exactly as the consumer
@@ -441,6 +413,55 @@ async fn copy_baseline(
     )
     .await?;
     seconds.insert("activities", round3(timed.elapsed().as_secs_f64()));
+
+    // The rollups the consumer keeps in the same transaction, computed here.
+    let nil = Uuid::nil();
+    let bucket = |at: DateTime<Utc>| at.duration_trunc(TimeDelta::minutes(15));
+    let mut by_type: HashMap<(Uuid, DateTime<Utc>, &str), i64> = HashMap::new();
+    let mut by_user: HashMap<(Uuid, DateTime<Utc>, Uuid, &str), i64> = HashMap::new();
+    let mut by_entity: HashMap<(Uuid, DateTime<Utc>, &str, &str), i64> = HashMap::new();
+    for e in events {
+        let community = e.community_id().map_or(nil, |c| c.as_uuid());
+        let at = bucket(e.created_at())?;
+        *by_type
+            .entry((community, at, e.event_type().as_str()))
+            .or_default() += 1;
+        if let Some(user) = e.user_id() {
+            *by_user
+                .entry((community, at, user.as_uuid(), e.event_type().as_str()))
+                .or_default() += 1;
+        }
+        if let (Some(kind), Some(id)) = (e.entity_type(), e.entity_id()) {
+            *by_entity.entry((community, at, kind, id)).or_default() += 1;
+        }
+    }
+    let timed = Instant::now();
+    copy(
+        &mut db,
+        "COPY rollup_events (community_id, bucket, event_type, events) FROM STDIN BINARY",
+        &[Type::UUID, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
+        by_type.iter(),
+        |((c, b, t), n)| vec![c as &(dyn ToSql + Sync), b, t, *n],
+    )
+    .await?;
+    copy(
+        &mut db,
+        "COPY rollup_users (community_id, bucket, user_id, event_type, events) FROM STDIN BINARY",
+        &[
+            Type::UUID,
+            Type::TIMESTAMPTZ,
+            Type::UUID,
+            Type::TEXT,
+            Type::INT8,
+        ],
+        by_user.iter(),
+        |((c, b, u, t), n)| vec![c as &(dyn ToSql + Sync), b, u, t, *n],
+    )
+    .await?;
+    copy(&mut db, "COPY rollup_entities (community_id, bucket, entity_type, entity_id, events) FROM STDIN BINARY",
+        &[Type::UUID, Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::INT8], by_entity.iter(),
+        |((c, b, k, i), n)| vec![c as &(dyn ToSql + Sync), b, k, i, *n]).await?;
+    seconds.insert("rollups", round3(timed.elapsed().as_secs_f64()));
     let copied: i64 = db
         .query_one("SELECT count(*) FROM activities", &[])
         .await?
@@ -484,29 +505,8 @@ async fn copy<'r, T: 'r>(
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 /// Drops the run's databases and topics.
 async fn cleanup(args: &Args, names: &Names) -> anyhow::Result<()> {
-    let server = connect(&format!("{}/postgres", args.server)).await?;
-    for db in [&names.consumer_db, &names.copy_db] {
-        let statement: String = server
-            .query_one(
-                "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
-                &[db],
-            )
-            .await?
-            .try_get(0)?;
-        server.batch_execute(&statement).await?;
-    }
-    let admin: AdminClient<DefaultClientContext> = client_config(&args.brokers).create()?;
-    let dlq = dlq_topic(&names.topic);
-    admin
-        .delete_topics(&[names.topic.as_str(), dlq.as_str()], &AdminOptions::new())
-        .await?;
-    Ok(())
+    drop_databases(&args.server, &[&names.consumer_db, &names.copy_db]).await?;
+    delete_topic(&args.brokers, &names.topic).await
 }

@@ -1,0 +1,100 @@
+//! What the benchmarks share: fresh databases and topics that are removed
+//! afterwards, the consumer as a separate process, and small helpers.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use activity_core::kafka::{client_config, dlq_topic};
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+/// A short random suffix for one run's databases, topic and group.
+pub fn run_id() -> String {
+    Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(10)
+        .collect()
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Peak resident set size of a process, from /proc (0 when unreadable).
+pub fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Drops these databases of `server` (a URL without a database name).
+pub async fn drop_databases(server: &str, names: &[&str]) -> anyhow::Result<()> {
+    let server = connect(&format!("{server}/postgres")).await?;
+    for db in names {
+        let statement: String = server
+            .query_one(
+                "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)",
+                &[db],
+            )
+            .await?
+            .try_get(0)?;
+        server.batch_execute(&statement).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a topic and its dead-letter topic.
+pub async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let dlq = dlq_topic(topic);
+    admin
+        .delete_topics(&[topic, dlq.as_str()], &AdminOptions::new())
+        .await?;
+    Ok(())
+}
+
+/// Starts `activity consume` (the release binary, as deployed).
+pub fn spawn_consumer(
+    bin: &Path,
+    database_url: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    max_in_flight: usize,
+) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(bin)
+        .arg("consume")
+        .env("APP_ENV", "dev")
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_TOPIC", topic)
+        .env("CONSUMER_GROUP_ID", group)
+        .env("CONSUMER_MAX_IN_FLIGHT", max_in_flight.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with cargo build --release)",
+                bin.display()
+            )
+        })
+}
