@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use activity_core::EventType;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -197,7 +197,9 @@ impl Cursor {
         let (micros, id) = text.split_once('.').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
         let id: i64 = id.parse().map_err(|_| bad())?;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(|t| *t >= activity_core::event::earliest_created_at() && t.year() <= 9999)
+            .ok_or_else(bad)?;
         Ok(Self { created_at, id })
     }
 
@@ -294,7 +296,15 @@ mod tests {
                 Err(ApiError::BadRequest(_))
             ));
         }
-        for cursor in ["", "1.", ".1", "abc.def", "99999999999999999.1"] {
+        for cursor in [
+            "",
+            "1.",
+            ".1",
+            "abc.def",
+            "99999999999999999999.1",
+            "-99999999999999999.1",
+            "253402300800000000.1",
+        ] {
             assert!(
                 matches!(
                     params(&[("cursor", cursor)]).cursor(),

@@ -7,7 +7,9 @@ use activity_core::config::Settings;
 use activity_producer::Tracker;
 use tokio_util::sync::CancellationToken;
 
-use super::{consume, migrate, produce};
+use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
+
+use super::{api, consume, migrate, produce};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -21,6 +23,11 @@ pub(crate) struct Args {
     shape: produce::ShapeArgs,
     #[command(flatten)]
     consume: consume::ConsumerArgs,
+    /// Where the analytics API serves.
+    #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8080")]
+    api_listen: String,
+    #[command(flatten)]
+    auth: api::JwtArgs,
 }
 
 pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
@@ -33,6 +40,17 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let consumer = Consumer::build(&settings, store.clone())?;
     let consuming = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
+    let secret = args.auth.secret(&settings)?;
+    let app = Application::build(ApiConfig {
+        listen: args.api_listen.clone(),
+        read_url: settings.database_url.expose().to_owned(),
+        jwt_secret: secret.clone(),
+        pool_size: 2,
+    })
+    .await?;
+    let api_address = app.local_addr()?;
+    eprintln!("analytics API on http://{api_address} (token: activity token --role admin)");
+    let serving = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     if args.sample > 0 {
         let tracker = Tracker::new(&settings)?;
@@ -46,6 +64,7 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         print_summary(&store).await?;
+        print_overview(api_address, &secret).await?;
         if args.exit_after_sample {
             shutdown.cancel();
         }
@@ -66,8 +85,31 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
             }
         }
     }
+    serving.await??;
     let totals = consuming.await??;
     eprintln!("consumer stopped: {totals:?}");
+    Ok(())
+}
+
+/// Prints what the analytics API answers for the overview of the last 30 days.
+async fn print_overview(address: std::net::SocketAddr, secret: &[u8]) -> anyhow::Result<()> {
+    let token = Keys::new(secret).mint(&Claims {
+        sub: "dev".into(),
+        exp: (chrono::Utc::now().timestamp() + 300) as u64,
+        role: Role::Admin,
+        communities: vec![],
+    })?;
+    let url = format!("http://{address}/api/v1/analytics/overview?interval=week&limit=5");
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("GET {url}");
+    println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())
 }
 

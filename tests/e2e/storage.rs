@@ -112,7 +112,11 @@ async fn migrate_is_idempotent_and_creates_partitions_ahead() {
     activity_consumer::store::migrate::migrate(&db.url, 3)
         .await
         .expect("third run");
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM schema_migrations").await,
+        2,
+        "each migration applied once"
+    );
     // Last month, this month and three ahead.
     assert_eq!(
         db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'activities'::regclass")

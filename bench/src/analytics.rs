@@ -1,0 +1,254 @@
+//! The analytics API's latency at scale (run it with `bench/analytics`).
+//!
+//! Loads `--events` (default 10,000,000) events of a realistic shape (10
+//! event types, 2,000 communities of very different sizes, 1,000,000 users,
+//! 90 days, metadata) with a bulk path (`sql/bench/`), rebuilds the rollups
+//! from them, then times each endpoint over HTTP with randomized parameters
+//! (small and huge communities, ranges of 1 to 90 days, hour and day
+//! intervals, several zones), and in the same run the request's own sample
+//! SQL on the raw table as the baseline. Prints one JSON line.
+
+use std::time::Instant;
+
+use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
+use activity_bench::{connect, drop_databases, round3, run_id};
+use activity_consumer::Store;
+use chrono::{Months, TimeDelta, Utc};
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Events to load.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Requests per endpoint.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    server: String,
+    /// Keep the loaded database (named in the output) for further runs.
+    #[arg(long)]
+    keep: bool,
+}
+
+const ZONES: [&str; 5] = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+];
+const TYPES: [&str; 4] = [
+    "user.login",
+    "github.push",
+    "member.created",
+    "hackathon.created",
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db = format!("bench_analytics_{}", run_id());
+    let outcome = bench(&args, &db).await;
+    if !args.keep {
+        drop_databases(&args.server, &[&db]).await?;
+    }
+    println!("{}", outcome?);
+    Ok(())
+}
+
+async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
+    let url = format!("{}/{db}", args.server);
+    activity_consumer::store::migrate::migrate(&url, 1).await?;
+    let store = Store::connect(&url, 1)?;
+    let now = Utc::now();
+    let months: Vec<_> = (0..5)
+        .filter_map(|m| now.checked_sub_months(Months::new(m)))
+        .collect();
+    store.ensure_partitions(months).await?;
+    let client = connect(&url).await?;
+
+    eprintln!("loading {} events into {db}", args.events);
+    let started = Instant::now();
+    client
+        .batch_execute(include_str!("../../sql/bench/load_profiles.sql"))
+        .await?;
+    let load = client
+        .prepare(include_str!("../../sql/bench/load_events.sql"))
+        .await?;
+    let slice = 500_000i64;
+    let total = args.events as i64;
+    let mut first = 0i64;
+    while first < total {
+        let n = slice.min(total - first);
+        client.execute(&load, &[&n, &first]).await?;
+        first += n;
+        eprintln!("  {first} events");
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    store
+        .rebuild_rollups(now - TimeDelta::days(91), now + TimeDelta::days(1))
+        .await?;
+    let rollup_seconds = started.elapsed().as_secs_f64();
+    client.batch_execute("VACUUM ANALYZE").await?;
+
+    let size = |sql: &'static str| {
+        let client = &client;
+        async move { Ok::<i64, tokio_postgres::Error>(client.query_one(sql, &[]).await?.get(0)) }
+    };
+    let raw_bytes = size(
+        "SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+                 WHERE inhparent = 'activities'::regclass)::bigint
+              + pg_total_relation_size('activity_event_ids')",
+    )
+    .await?;
+    let rollup_bytes = size(
+        "SELECT (pg_total_relation_size('rollup_events') + pg_total_relation_size('rollup_users')
+               + pg_total_relation_size('rollup_entities'))::bigint",
+    )
+    .await?;
+    let millions = args.events as f64 / 1e6;
+
+    let secret = b"analytics-bench-secret-0123456789";
+    let app = Application::build(ApiConfig {
+        listen: "127.0.0.1:0".into(),
+        read_url: url.clone(),
+        jwt_secret: secret.to_vec(),
+        pool_size: 4,
+    })
+    .await?;
+    let base = format!("http://{}", app.local_addr()?);
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let token = Keys::new(secret).mint(&Claims {
+        sub: "bench".into(),
+        exp: (Utc::now().timestamp() + 7200) as u64,
+        role: Role::Admin,
+        communities: vec![],
+    })?;
+    let communities: Vec<Uuid> = client
+        .query(
+            "SELECT md5('c' || c)::uuid FROM generate_series(0, 1999) AS c ORDER BY c",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let users: Vec<Uuid> = client
+        .query(
+            "SELECT md5('u' || floor(random() * 1000000)::int)::uuid FROM generate_series(1, 1000)",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let http = reqwest::Client::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut endpoints = serde_json::Map::new();
+    for endpoint in ["overview", "community", "user", "events"] {
+        let mut times = Vec::with_capacity(args.requests);
+        for _ in 0..args.requests {
+            let days: i64 = *[1, 7, 30, 90].get(rng.gen_range(0..4)).unwrap_or(&30);
+            let interval = if days <= 7 && rng.gen_bool(0.5) {
+                "hour"
+            } else {
+                "day"
+            };
+            let tz = ZONES[rng.gen_range(0..ZONES.len())];
+            let from =
+                (now - TimeDelta::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let params = format!("from={from}&interval={interval}&tz={tz}");
+            // Half the communities asked are among the ten largest.
+            let community = if rng.gen_bool(0.5) {
+                communities[rng.gen_range(0..10)]
+            } else {
+                communities[rng.gen_range(0..communities.len())]
+            };
+            let path = match endpoint {
+                "overview" => format!("/api/v1/analytics/overview?{params}"),
+                "community" => format!("/api/v1/analytics/community/{community}?{params}"),
+                "user" => format!(
+                    "/api/v1/analytics/user/{}?{params}",
+                    users[rng.gen_range(0..users.len())]
+                ),
+                _ => format!(
+                    "/api/v1/analytics/events?{params}&event_type={}&community_id={community}",
+                    TYPES[rng.gen_range(0..TYPES.len())]
+                ),
+            };
+            let started = Instant::now();
+            let response = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(&token)
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() {
+                anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+        endpoints.insert(endpoint.into(), percentiles(times));
+    }
+    stop.cancel();
+
+    // The request's sample SQL on the raw rows, as the baseline.
+    let mut baseline = serde_json::Map::new();
+    let big = communities[0];
+    for (name, sql, with_community) in [
+        ("dau_last_day", "SELECT count(DISTINCT user_id) FROM activities WHERE created_at > now() - interval '1 day'", false),
+        ("events_by_type", "SELECT event_type, count(*) FROM activities GROUP BY event_type", false),
+        ("unique_users_30_days", "SELECT count(DISTINCT user_id) FROM activities WHERE created_at > now() - interval '30 days'", false),
+        ("community_events_30_days", "SELECT count(*) FROM activities WHERE community_id = $1 AND created_at > now() - interval '30 days'", true),
+        ("community_unique_users_30_days", "SELECT count(DISTINCT user_id) FROM activities WHERE community_id = $1 AND created_at > now() - interval '30 days'", true),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            if with_community {
+                client.query(sql, &[&big]).await?;
+            } else {
+                client.query(sql, &[]).await?;
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        baseline.insert(name.into(), percentiles(times));
+    }
+    Ok(json!({
+        "events": args.events,
+        "database": db,
+        "load_seconds": round3(load_seconds),
+        "rollup_rebuild_seconds": round3(rollup_seconds),
+        "raw_mb_per_million_events": round3(raw_bytes as f64 / 1048576.0 / millions),
+        "rollup_mb_per_million_events": round3(rollup_bytes as f64 / 1048576.0 / millions),
+        "api_ms": endpoints,
+        "raw_sql_ms": baseline,
+        "requests_per_endpoint": args.requests,
+    }))
+}
+
+fn percentiles(mut ms: Vec<f64>) -> Value {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        round3(
+            ms.get(((ms.len().max(1) - 1) as f64 * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN),
+        )
+    };
+    json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99)})
+}
