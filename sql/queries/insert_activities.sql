@@ -51,6 +51,23 @@ users_rolled AS (
     ON CONFLICT (community_id, bucket, user_id, event_type)
     DO UPDATE SET events = r.events + excluded.events
 ),
+-- Unique users: one sketch per community and for every community together,
+-- per event type and for every type together (sql/migrations/0003).
+sketched AS (
+    INSERT INTO sketch_users AS s (community_id, event_type, bucket, users)
+    SELECT k.community_id, k.event_type, bucket,
+           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14)
+    FROM stored
+    CROSS JOIN LATERAL (VALUES (stored.community_id, stored.event_type),
+                               (stored.community_id, '*'),
+                               (activity_all_communities(), stored.event_type),
+                               (activity_all_communities(), '*')) AS k (community_id, event_type)
+    WHERE user_id IS NOT NULL
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (community_id, event_type, bucket)
+    DO UPDATE SET users = hll_union(s.users, excluded.users)
+),
 entities_rolled AS (
     INSERT INTO rollup_entities AS r (community_id, bucket, entity_type, entity_id, events)
     SELECT community_id, bucket, entity_type, entity_id, count(*)

@@ -8,5 +8,8 @@ gone_users AS (
 ),
 gone_entities AS (
     DELETE FROM rollup_entities WHERE bucket >= $1 AND bucket < $2
+),
+gone_sketches AS (
+    DELETE FROM sketch_users WHERE bucket >= $1 AND bucket < $2
 )
 SELECT 1

@@ -1,6 +1,6 @@
 -- Refills every rollup bucket in [$1, $2) from the rows in activities, once rollups_clear.sql emptied them.
 -- Run in one transaction after LOCK TABLE rollup_events, rollup_users,
--- rollup_entities IN EXCLUSIVE MODE: consumers wait (their insert statement
+-- rollup_entities, sketch_users IN EXCLUSIVE MODE: consumers wait (their insert statement
 -- locks the rollups before it writes activities), so none of their rows is
 -- counted twice or missed. $1 and $2 are bucket boundaries.
 WITH source AS (
@@ -18,6 +18,18 @@ users_rolled AS (
     INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
     SELECT community_id, bucket, user_id, event_type, count(*) FROM source
     WHERE user_id IS NOT NULL GROUP BY 1, 2, 3, 4
+),
+sketched AS (
+    INSERT INTO sketch_users (community_id, event_type, bucket, users)
+    SELECT k.community_id, k.event_type, bucket,
+           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14)
+    FROM source
+    CROSS JOIN LATERAL (VALUES (source.community_id, source.event_type),
+                               (source.community_id, '*'),
+                               (activity_all_communities(), source.event_type),
+                               (activity_all_communities(), '*')) AS k (community_id, event_type)
+    WHERE user_id IS NOT NULL
+    GROUP BY 1, 2, 3
 ),
 entities_rolled AS (
     INSERT INTO rollup_entities (community_id, bucket, entity_type, entity_id, events)

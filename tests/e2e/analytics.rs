@@ -602,6 +602,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, bucket::text, event_type, events::text FROM rollup_events ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, user_id::text || event_type, events::text FROM rollup_users ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, entity_type || '/' || entity_id, events::text FROM rollup_entities ORDER BY 1, 2, 3",
+            "SELECT community_id::text, bucket::text, event_type, users::text FROM sketch_users ORDER BY 1, 2, 3",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
                 rows.push((0..4).map(|i| row.get::<_, String>(i)).collect::<Vec<_>>().join(" "));
@@ -802,12 +803,25 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         "SELECT count(*) FROM rollup_users WHERE community_id = $1",
         "SELECT count(*) FROM rollup_entities WHERE community_id = $1",
         "SELECT count(*) FROM communities WHERE id = $1",
+        "SELECT count(*) FROM sketch_users WHERE community_id = $1",
     ] {
         let n: i64 = tx.query_one(sql, &[&b]).await.expect(sql).get(0);
         assert_eq!(n, 0, "{sql}");
         let n: i64 = tx.query_one(sql, &[&a]).await.expect(sql).get(0);
         assert!(n > 0, "A's own rows are readable: {sql}");
     }
+    let everything: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM sketch_users WHERE community_id = activity_all_communities()",
+            &[],
+        )
+        .await
+        .expect("sketches")
+        .get(0);
+    assert_eq!(
+        everything, 0,
+        "the every-community sketches are for admins only"
+    );
     let others: i64 = tx
         .query_one("SELECT count(*) FROM users", &[])
         .await
@@ -868,4 +882,84 @@ async fn bad_parameters_get_400_never_500() {
             "{path} documented"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sketched_unique_users_stay_close_to_exact_at_scale() {
+    // 20,000 distinct users (beyond the ~1,000 a sketch keeps exactly), two
+    // events each, in one community over one day.
+    let db = TestDb::new().await;
+    let community = Uuid::new_v4();
+    let start = utc("2026-06-10T00:00:00Z");
+    let now = Utc::now();
+    let mut rng = StdRng::seed_from_u64(29);
+    let users: Vec<Uuid> = (0..20_000).map(|_| Uuid::from_u128(rng.gen())).collect();
+    let events: Vec<ActivityEvent> = users
+        .iter()
+        .chain(users.iter())
+        .map(|user| {
+            NewEvent::new("user.login")
+                .user(*user)
+                .community(community)
+                .created_at(start + TimeDelta::seconds(rng.gen_range(0..86_400)))
+                .validate(now)
+                .expect("valid")
+        })
+        .collect();
+    let store = Store::connect(&db.url, 2).expect("store");
+    for chunk in events.chunks(1_000) {
+        store.insert_batch(chunk).await.expect("insert");
+    }
+    let app = Application::build(ApiConfig {
+        listen: "127.0.0.1:0".into(),
+        read_url: db.url.clone(),
+        jwt_secret: SECRET.to_vec(),
+        pool_size: 2,
+    })
+    .await
+    .expect("build the API");
+    let base = format!("http://{}", app.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let token = Keys::new(SECRET)
+        .mint(&Claims {
+            sub: "admin".into(),
+            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+            role: Role::Admin,
+            communities: vec![],
+        })
+        .expect("mint");
+    let q = "from=2026-06-09T00:00:00Z&to=2026-06-12T00:00:00Z";
+    for path in [
+        format!("/api/v1/analytics/overview?{q}"),
+        format!("/api/v1/analytics/community/{community}?{q}"),
+    ] {
+        let body: Value = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            body["total_events"].as_i64(),
+            Some(40_000),
+            "counts stay exact"
+        );
+        let estimate = body["unique_users"].as_i64().expect("unique_users") as f64;
+        let error = (estimate - 20_000.0).abs() / 20_000.0;
+        eprintln!(
+            "{path}: {estimate} unique users for 20000 ({:.2}% off)",
+            error * 100.0
+        );
+        // Standard error 0.81%: 2.5 of them.
+        assert!(
+            error <= 0.0203,
+            "{path}: {estimate} is {:.2}% off",
+            error * 100.0
+        );
+    }
+    shutdown.cancel();
 }

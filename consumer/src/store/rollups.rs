@@ -35,7 +35,7 @@ impl Store {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "LOCK TABLE rollup_events, rollup_users, rollup_entities IN EXCLUSIVE MODE",
+            "LOCK TABLE rollup_events, rollup_users, rollup_entities, sketch_users IN EXCLUSIVE MODE",
         )
         .await?;
         tx.execute(

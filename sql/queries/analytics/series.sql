@@ -1,4 +1,4 @@
--- Events and unique users per interval ($5: hour, day, week or month) in the
+-- Events (exact) and unique users (sketched) per interval ($5: hour, day, week or month) in the
 -- session's time zone, one row per interval in the range, empty ones too.
 -- Hours are absolute hours aligned to the zone's offset (date_bin), so the
 -- repeated hour when clocks go back is two buckets, not one; days, weeks and
@@ -19,10 +19,10 @@ counts AS (
   AND ($4::text IS NULL OR event_type = $4::text) GROUP BY 1
 ),
 uniques AS (
-    SELECT CASE WHEN $5::text = 'hour' THEN date_bin('1 hour', bucket, date_trunc('day', $1::timestamptz)) ELSE date_trunc($5::text, bucket) END AS start, count(DISTINCT user_id) AS users
-    FROM rollup_users WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-  AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
-  AND ($4::text IS NULL OR event_type = $4::text) GROUP BY 1
+    SELECT CASE WHEN $5::text = 'hour' THEN date_bin('1 hour', bucket, date_trunc('day', $1::timestamptz)) ELSE date_trunc($5::text, bucket) END AS start, round(hll_cardinality(hll_union_agg(users)))::bigint AS users
+    FROM sketch_users WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
+  AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
+  AND event_type = coalesce($4::text, '*') GROUP BY 1
 )
 SELECT s.start, coalesce(c.events, 0) AS events, coalesce(u.users, 0) AS unique_users
 FROM slots AS s
