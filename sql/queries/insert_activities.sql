@@ -34,11 +34,22 @@ stored AS (
 -- Rollup rows are upserted in key order, for the same reason.
 events_rolled AS (
     INSERT INTO rollup_events AS r (community_id, bucket, event_type, events)
-    SELECT community_id, bucket, event_type, count(*)
+    SELECT k.community_id, bucket, event_type, count(*)
     FROM stored
+    CROSS JOIN LATERAL (VALUES (stored.community_id), (activity_all_communities())) AS k (community_id)
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
     ON CONFLICT (community_id, bucket, event_type)
+    DO UPDATE SET events = r.events + excluded.events
+),
+days_rolled AS (
+    INSERT INTO rollup_community_days AS r (day, community_id, events)
+    SELECT activity_day(bucket), community_id, count(*)
+    FROM stored
+    WHERE community_id <> '00000000-0000-0000-0000-000000000000'
+    GROUP BY 1, 2
+    ORDER BY 1, 2
+    ON CONFLICT (day, community_id)
     DO UPDATE SET events = r.events + excluded.events
 ),
 users_rolled AS (

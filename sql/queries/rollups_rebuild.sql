@@ -1,4 +1,4 @@
--- Refills every rollup bucket in [$1, $2) from the rows in activities, once rollups_clear.sql emptied them.
+-- Refills every rollup bucket in [$1, $2) (days: see rollups_rebuild_days.sql) from the rows in activities, once rollups_clear.sql emptied them.
 -- Run in one transaction after LOCK TABLE rollup_events, rollup_users,
 -- rollup_entities, sketch_users IN EXCLUSIVE MODE: consumers wait (their insert statement
 -- locks the rollups before it writes activities), so none of their rows is
@@ -12,7 +12,10 @@ WITH source AS (
 ),
 events_rolled AS (
     INSERT INTO rollup_events (community_id, bucket, event_type, events)
-    SELECT community_id, bucket, event_type, count(*) FROM source GROUP BY 1, 2, 3
+    SELECT k.community_id, bucket, event_type, count(*)
+    FROM source
+    CROSS JOIN LATERAL (VALUES (source.community_id), (activity_all_communities())) AS k (community_id)
+    GROUP BY 1, 2, 3
 ),
 users_rolled AS (
     INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)

@@ -374,6 +374,8 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         ("2026-03-07T00:00:00Z", "2026-03-10T00:00:00Z", "hour"),
         ("2026-10-24T00:00:00Z", "2026-11-03T00:00:00Z", "day"),
         ("2026-10-31T00:00:00Z", "2026-11-02T12:00:00Z", "hour"),
+        ("2026-03-07T06:15:00Z", "2026-03-09T20:45:00Z", "hour"),
+        ("2026-03-28T13:30:00Z", "2026-10-26T07:45:00Z", "week"),
     ];
     let zones = [
         Tz::UTC,
@@ -603,6 +605,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, bucket::text, user_id::text || event_type, events::text FROM rollup_users ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, entity_type || '/' || entity_id, events::text FROM rollup_entities ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, event_type, users::text FROM sketch_users ORDER BY 1, 2, 3",
+            "SELECT community_id::text, day::text, '', events::text FROM rollup_community_days ORDER BY 1, 2",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
                 rows.push((0..4).map(|i| row.get::<_, String>(i)).collect::<Vec<_>>().join(" "));
@@ -804,6 +807,7 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         "SELECT count(*) FROM rollup_entities WHERE community_id = $1",
         "SELECT count(*) FROM communities WHERE id = $1",
         "SELECT count(*) FROM sketch_users WHERE community_id = $1",
+        "SELECT count(*) FROM rollup_community_days WHERE community_id = $1",
     ] {
         let n: i64 = tx.query_one(sql, &[&b]).await.expect(sql).get(0);
         assert_eq!(n, 0, "{sql}");

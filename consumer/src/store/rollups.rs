@@ -35,7 +35,8 @@ impl Store {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "LOCK TABLE rollup_events, rollup_users, rollup_entities, sketch_users IN EXCLUSIVE MODE",
+            "LOCK TABLE rollup_events, rollup_users, rollup_entities, sketch_users, \
+             rollup_community_days IN EXCLUSIVE MODE",
         )
         .await?;
         tx.execute(
@@ -50,6 +51,16 @@ impl Store {
             )
             .await?
             .try_get(0)?;
+        tx.execute(
+            include_str!("../../../sql/queries/rollups_clear_days.sql"),
+            &[&from, &to],
+        )
+        .await?;
+        tx.execute(
+            include_str!("../../../sql/queries/rollups_rebuild_days.sql"),
+            &[&from, &to],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }

@@ -2,7 +2,7 @@
 SELECT e.event_type, e.events, coalesce(u.users, 0) AS unique_users
 FROM (SELECT event_type, sum(events)::bigint AS events FROM rollup_events
       WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-  AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
+  AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
   AND ($4::text IS NULL OR event_type = $4::text) GROUP BY event_type) AS e
 LEFT JOIN (SELECT event_type, round(hll_cardinality(hll_union_agg(users)))::bigint AS users
            FROM sketch_users

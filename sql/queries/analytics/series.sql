@@ -15,7 +15,7 @@ WITH slots AS (
 counts AS (
     SELECT CASE WHEN $5::text = 'hour' THEN date_bin('1 hour', bucket, date_trunc('day', $1::timestamptz)) ELSE date_trunc($5::text, bucket) END AS start, sum(events)::bigint AS events
     FROM rollup_events WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-  AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
+  AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
   AND ($4::text IS NULL OR event_type = $4::text) GROUP BY 1
 ),
 uniques AS (
