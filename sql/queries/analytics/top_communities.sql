@@ -13,10 +13,18 @@ counted AS (
     WHERE d.day >= b.whole_from AND d.day < b.whole_to
       AND ($3::uuid[] IS NULL OR d.community_id = ANY ($3::uuid[]))
     UNION ALL
+    -- The partial days: two plain bucket ranges, so each is an index range
+    -- scan (an empty one when the range holds no whole day at that end).
     SELECT r.community_id, r.events
-    FROM rollup_events AS r, bounds AS b
-    WHERE r.bucket >= $1::timestamptz AND r.bucket < $2::timestamptz
-      AND (b.whole_from >= b.whole_to OR r.bucket < b.whole_from OR r.bucket >= b.whole_to)
+    FROM bounds AS b, rollup_events AS r
+    WHERE r.bucket >= $1::timestamptz AND r.bucket < least(b.whole_from, $2::timestamptz)
+      AND r.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+      AND ($3::uuid[] IS NULL OR r.community_id = ANY ($3::uuid[]))
+      AND $4::text IS NULL
+    UNION ALL
+    SELECT r.community_id, r.events
+    FROM bounds AS b, rollup_events AS r
+    WHERE r.bucket >= greatest(b.whole_to, b.whole_from, $1::timestamptz) AND r.bucket < $2::timestamptz
       AND r.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
       AND ($3::uuid[] IS NULL OR r.community_id = ANY ($3::uuid[]))
       AND $4::text IS NULL
