@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use activity_bench::{
     connect, delete_topic, drop_databases, round3, run_id, spawn_consumer, vm_hwm_kb,
 };
+use activity_consumer::Store;
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
 use activity_core::kafka::ensure_topics;
 use activity_core::ActivityEvent;
 use activity_producer::synthetic::{Generator, Shape};
 use activity_producer::{TrackError, Tracker};
 use anyhow::{bail, Context};
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use futures::pin_mut;
 use serde_json::{json, Value};
@@ -414,53 +415,23 @@ async fn copy_baseline(
     .await?;
     seconds.insert("activities", round3(timed.elapsed().as_secs_f64()));
 
-    // The rollups the consumer keeps in the same transaction, computed here.
-    let nil = Uuid::nil();
-    let bucket = |at: DateTime<Utc>| at.duration_trunc(TimeDelta::minutes(15));
-    let mut by_type: HashMap<(Uuid, DateTime<Utc>, &str), i64> = HashMap::new();
-    let mut by_user: HashMap<(Uuid, DateTime<Utc>, Uuid, &str), i64> = HashMap::new();
-    let mut by_entity: HashMap<(Uuid, DateTime<Utc>, &str, &str), i64> = HashMap::new();
-    for e in events {
-        let community = e.community_id().map_or(nil, |c| c.as_uuid());
-        let at = bucket(e.created_at())?;
-        *by_type
-            .entry((community, at, e.event_type().as_str()))
-            .or_default() += 1;
-        if let Some(user) = e.user_id() {
-            *by_user
-                .entry((community, at, user.as_uuid(), e.event_type().as_str()))
-                .or_default() += 1;
-        }
-        if let (Some(kind), Some(id)) = (e.entity_type(), e.entity_id()) {
-            *by_entity.entry((community, at, kind, id)).or_default() += 1;
-        }
-    }
+    // The rollups the consumer keeps in the same transaction, built here the
+    // bulk way: one set-based pass over the copied rows (`activity rollups
+    // rebuild`), which yields the same rows (tests/e2e/analytics.rs).
+    let (first, last) = events.iter().fold((None, None), |(lo, hi), e| {
+        let at = e.created_at();
+        (
+            Some(lo.map_or(at, |lo: DateTime<Utc>| lo.min(at))),
+            Some(hi.map_or(at, |hi: DateTime<Utc>| hi.max(at))),
+        )
+    });
     let timed = Instant::now();
-    copy(
-        &mut db,
-        "COPY rollup_events (community_id, bucket, event_type, events) FROM STDIN BINARY",
-        &[Type::UUID, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
-        by_type.iter(),
-        |((c, b, t), n)| vec![c as &(dyn ToSql + Sync), b, t, *n],
-    )
-    .await?;
-    copy(
-        &mut db,
-        "COPY rollup_users (community_id, bucket, user_id, event_type, events) FROM STDIN BINARY",
-        &[
-            Type::UUID,
-            Type::TIMESTAMPTZ,
-            Type::UUID,
-            Type::TEXT,
-            Type::INT8,
-        ],
-        by_user.iter(),
-        |((c, b, u, t), n)| vec![c as &(dyn ToSql + Sync), b, u, t, *n],
-    )
-    .await?;
-    copy(&mut db, "COPY rollup_entities (community_id, bucket, entity_type, entity_id, events) FROM STDIN BINARY",
-        &[Type::UUID, Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::INT8], by_entity.iter(),
-        |((c, b, k, i), n)| vec![c as &(dyn ToSql + Sync), b, k, i, *n]).await?;
+    if let (Some(first), Some(last)) = (first, last) {
+        let store = Store::connect(url, 1)?;
+        store
+            .rebuild_rollups(first, last + TimeDelta::microseconds(1))
+            .await?;
+    }
     seconds.insert("rollups", round3(timed.elapsed().as_secs_f64()));
     let copied: i64 = db
         .query_one("SELECT count(*) FROM activities", &[])

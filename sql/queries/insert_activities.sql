@@ -31,26 +31,31 @@ stored AS (
               activity_bucket(created_at) AS bucket,
               event_type, user_id, entity_type, entity_id
 ),
--- Rollup rows are upserted in key order, for the same reason.
+-- Rollup rows are upserted in key order, for the same reason. Each event
+-- counts at four levels (its community and every community, its type and
+-- every type: sql/migrations/0002), with its user in each level's sketch.
 events_rolled AS (
-    INSERT INTO rollup_events AS r (community_id, bucket, event_type, events)
-    SELECT k.community_id, bucket, event_type, count(*)
+    INSERT INTO rollup_events AS r (community_id, grain, bucket, event_type, events, users)
+    SELECT k.community_id, 15, bucket, k.event_type, count(*),
+           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14) FILTER (WHERE user_id IS NOT NULL)
     FROM stored
-    CROSS JOIN LATERAL (VALUES (stored.community_id), (activity_all_communities())) AS k (community_id)
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (community_id, bucket, event_type)
-    DO UPDATE SET events = r.events + excluded.events
+    CROSS JOIN LATERAL (VALUES (stored.community_id, stored.event_type),
+                               (stored.community_id, '*'),
+                               (activity_all_communities(), stored.event_type),
+                               (activity_all_communities(), '*')) AS k (community_id, event_type)
+    GROUP BY 1, 3, 4
+    ORDER BY 1, 3, 4
+    ON CONFLICT (community_id, grain, bucket, event_type)
+    DO UPDATE SET events = r.events + excluded.events,
+                  users = coalesce(hll_union(r.users, excluded.users), r.users, excluded.users)
 ),
-days_rolled AS (
-    INSERT INTO rollup_community_days AS r (day, community_id, events)
-    SELECT activity_day(bucket), community_id, count(*)
-    FROM stored
-    WHERE community_id <> '00000000-0000-0000-0000-000000000000'
-    GROUP BY 1, 2
-    ORDER BY 1, 2
-    ON CONFLICT (day, community_id)
-    DO UPDATE SET events = r.events + excluded.events
+-- The days written to lose their hour and day rows until the compactor sums
+-- them again (the caller holds the days' shared locks: sql/migrations/0002).
+dirtied AS (
+    INSERT INTO rollup_dirty_days (day)
+    SELECT DISTINCT activity_day(bucket) FROM stored
+    ORDER BY 1
+    ON CONFLICT (day) DO NOTHING
 ),
 users_rolled AS (
     INSERT INTO rollup_users AS r (community_id, bucket, user_id, event_type, events)
@@ -61,23 +66,6 @@ users_rolled AS (
     ORDER BY 1, 2, 3, 4
     ON CONFLICT (community_id, bucket, user_id, event_type)
     DO UPDATE SET events = r.events + excluded.events
-),
--- Unique users: one sketch per community and for every community together,
--- per event type and for every type together (sql/migrations/0003).
-sketched AS (
-    INSERT INTO sketch_users AS s (community_id, event_type, bucket, users)
-    SELECT k.community_id, k.event_type, bucket,
-           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14)
-    FROM stored
-    CROSS JOIN LATERAL (VALUES (stored.community_id, stored.event_type),
-                               (stored.community_id, '*'),
-                               (activity_all_communities(), stored.event_type),
-                               (activity_all_communities(), '*')) AS k (community_id, event_type)
-    WHERE user_id IS NOT NULL
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (community_id, event_type, bucket)
-    DO UPDATE SET users = hll_union(s.users, excluded.users)
 ),
 entities_rolled AS (
     INSERT INTO rollup_entities AS r (community_id, bucket, entity_type, entity_id, events)

@@ -1,6 +1,8 @@
--- Refills every rollup bucket in [$1, $2) (days: see rollups_rebuild_days.sql) from the rows in activities, once rollups_clear.sql emptied them.
+-- Refills every 15-minute rollup bucket in [$1, $2) from the rows in
+-- activities, once rollups_clear.sql emptied them (the days touched are then
+-- compacted: rollups_compact_day.sql).
 -- Run in one transaction after LOCK TABLE rollup_events, rollup_users,
--- rollup_entities, sketch_users IN EXCLUSIVE MODE: consumers wait (their insert statement
+-- rollup_entities, rollup_dirty_days IN EXCLUSIVE MODE: consumers wait (their insert statement
 -- locks the rollups before it writes activities), so none of their rows is
 -- counted twice or missed. $1 and $2 are bucket boundaries.
 WITH source AS (
@@ -11,28 +13,20 @@ WITH source AS (
     WHERE created_at >= $1 AND created_at < $2
 ),
 events_rolled AS (
-    INSERT INTO rollup_events (community_id, bucket, event_type, events)
-    SELECT k.community_id, bucket, event_type, count(*)
-    FROM source
-    CROSS JOIN LATERAL (VALUES (source.community_id), (activity_all_communities())) AS k (community_id)
-    GROUP BY 1, 2, 3
-),
-users_rolled AS (
-    INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
-    SELECT community_id, bucket, user_id, event_type, count(*) FROM source
-    WHERE user_id IS NOT NULL GROUP BY 1, 2, 3, 4
-),
-sketched AS (
-    INSERT INTO sketch_users (community_id, event_type, bucket, users)
-    SELECT k.community_id, k.event_type, bucket,
-           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14)
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT k.community_id, 15, bucket, k.event_type, count(*),
+           hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14) FILTER (WHERE user_id IS NOT NULL)
     FROM source
     CROSS JOIN LATERAL (VALUES (source.community_id, source.event_type),
                                (source.community_id, '*'),
                                (activity_all_communities(), source.event_type),
                                (activity_all_communities(), '*')) AS k (community_id, event_type)
-    WHERE user_id IS NOT NULL
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 3, 4
+),
+users_rolled AS (
+    INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
+    SELECT community_id, bucket, user_id, event_type, count(*) FROM source
+    WHERE user_id IS NOT NULL GROUP BY 1, 2, 3, 4
 ),
 entities_rolled AS (
     INSERT INTO rollup_entities (community_id, bucket, entity_type, entity_id, events)

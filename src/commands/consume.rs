@@ -43,8 +43,12 @@ pub(crate) async fn run(mut settings: Settings, args: ConsumerArgs) -> anyhow::R
     let shutdown = CancellationToken::new();
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let store = Store::connect(settings.database_url.expose(), settings.consumer.pool_size)?;
+    let compacting = tokio::spawn(store.clone().keep_compacted(shutdown.clone()));
     let consumer = Consumer::build(&settings, store)?;
-    let totals = consumer.run_until_stopped(shutdown).await?;
+    let totals = consumer.run_until_stopped(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = compacting.await;
+    let totals = totals?;
     tracing::info!(?totals, "done");
     Ok(())
 }

@@ -21,16 +21,6 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_rollups_and_rls.sql",
         include_str!("../../../sql/migrations/0002_rollups_and_rls.sql"),
     ),
-    (
-        3,
-        "0003_user_sketches.sql",
-        include_str!("../../../sql/migrations/0003_user_sketches.sql"),
-    ),
-    (
-        4,
-        "0004_rollup_levels.sql",
-        include_str!("../../../sql/migrations/0004_rollup_levels.sql"),
-    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

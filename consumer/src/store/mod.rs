@@ -78,6 +78,10 @@ impl Store {
 
         let columns = Columns::from(events);
         let tx = client.transaction().await?;
+        let statement = tx
+            .prepare_cached(include_str!("../../../sql/queries/lock_days.sql"))
+            .await?;
+        tx.query_one(&statement, &[&columns.created_at]).await?;
 
         let (user_ids, user_times) = columns.users();
         let statement = tx

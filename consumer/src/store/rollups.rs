@@ -1,16 +1,32 @@
-//! Rebuilding the rollups from raw rows (`activity rollups rebuild`).
+//! The rollups beside the raw rows: rebuilding them (`activity rollups
+//! rebuild`) and compacting them.
 //!
-//! The consumer keeps the rollups in step with `activities` as it stores
-//! events (`sql/queries/insert_activities.sql`); a rebuild recomputes a range
-//! of them after a bug fix or a backfill. It is idempotent: rebuilding twice
-//! gives the same rows as rebuilding once.
+//! The consumer keeps the 15-minute rollups in step with `activities` as it
+//! stores events (`sql/queries/insert_activities.sql`) and marks the UTC days
+//! it wrote to as dirty. The compactor ([`Store::keep_compacted`], run by
+//! every `activity consume`) sums each dirty day that is over into hour and
+//! day rows, so long ranges read a few rows per day; queries read a dirty day
+//! from its 15-minute rows (`activity_tiles()` in `sql/migrations/0002`), so
+//! answers are exact whether or not a day is compacted yet.
+//!
+//! A rebuild recomputes a range after a bug fix or a backfill. It is
+//! idempotent: rebuilding twice gives the same rows as rebuilding once.
+
+use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
 
 /// The rollups' bucket width (`activity_bucket()` in SQL).
 pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
+
+/// How often the compactor looks for dirty days that are over.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(15);
+
+/// The advisory lock namespace of the UTC days (`sql/queries/lock_days.sql`).
+const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +40,8 @@ pub struct Rebuilt {
 
 impl Store {
     /// Recomputes every rollup bucket overlapping `[from, to)` from the raw
-    /// rows, in one transaction, while consumers wait.
+    /// rows, and the hour and day rows of every UTC day it touches, in one
+    /// transaction, while consumers and compactors wait.
     pub async fn rebuild_rollups(
         &self,
         from: DateTime<Utc>,
@@ -35,8 +52,8 @@ impl Store {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "LOCK TABLE rollup_events, rollup_users, rollup_entities, sketch_users, \
-             rollup_community_days IN EXCLUSIVE MODE",
+            "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_dirty_days \
+             IN EXCLUSIVE MODE",
         )
         .await?;
         tx.execute(
@@ -51,19 +68,88 @@ impl Store {
             )
             .await?
             .try_get(0)?;
-        tx.execute(
-            include_str!("../../../sql/queries/rollups_clear_days.sql"),
-            &[&from, &to],
-        )
-        .await?;
-        tx.execute(
-            include_str!("../../../sql/queries/rollups_rebuild_days.sql"),
-            &[&from, &to],
-        )
-        .await?;
+        let mut day = from
+            .duration_trunc(TimeDelta::days(1))
+            .map_err(StoreError::config)?;
+        while day < to {
+            compact_day(&tx, day).await?;
+            day += TimeDelta::days(1);
+        }
         tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }
+
+    /// Compacts every dirty UTC day that ended at or before `now`; returns
+    /// the days compacted. Safe beside consumers and other compactors.
+    pub async fn compact_rollups(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut client = self.pool().get().await?;
+        let days: Vec<DateTime<Utc>> = client
+            .query(
+                include_str!("../../../sql/queries/rollups_dirty_days.sql"),
+                &[&now],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut compacted = 0;
+        for day in days {
+            let tx = client.transaction().await?;
+            // Waits for every transaction still writing to the day, and holds
+            // back new ones until this one commits.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, activity_day_lock($2))",
+                &[&DAY_LOCK_NAMESPACE, &day],
+            )
+            .await?;
+            // Another compactor may have done it meanwhile.
+            let still_dirty = tx
+                .query_opt("SELECT 1 FROM rollup_dirty_days WHERE day = $1", &[&day])
+                .await?
+                .is_some();
+            if still_dirty {
+                compact_day(&tx, day).await?;
+                compacted += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(compacted)
+    }
+
+    /// Compacts every [`COMPACT_EVERY`] until `shutdown`. Errors are logged
+    /// and the next round tries again (queries stay exact meanwhile).
+    pub async fn keep_compacted(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(COMPACT_EVERY) => {}
+            }
+            match self.compact_rollups(Utc::now()).await {
+                Ok(0) => {}
+                Ok(days) => tracing::info!(days, "rollups compacted"),
+                Err(error) => tracing::warn!(%error, "rollup compaction failed; retrying later"),
+            }
+        }
+    }
+}
+
+/// Replaces the hour and day rows of one UTC day with the sums of its
+/// 15-minute rows, and unmarks it.
+async fn compact_day(
+    tx: &tokio_postgres::Transaction<'_>,
+    day: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        include_str!("../../../sql/queries/rollups_uncompact_day.sql"),
+        &[&day],
+    )
+    .await?;
+    tx.query_one(
+        include_str!("../../../sql/queries/rollups_compact_day.sql"),
+        &[&day],
+    )
+    .await?;
+    Ok(())
 }
 
 fn ceil(at: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {

@@ -1,10 +1,15 @@
 -- Daily, weekly and monthly active users as of $2: distinct users (sketched)
 -- in the 24 hours, 7 days and 30 days before it. $1 is unused (kept for one
 -- parameter list).
-SELECT coalesce(round(hll_cardinality(hll_union_agg(users) FILTER (WHERE bucket >= $2::timestamptz - interval '24 hours'))), 0)::bigint AS dau,
-       coalesce(round(hll_cardinality(hll_union_agg(users) FILTER (WHERE bucket >= $2::timestamptz - interval '168 hours'))), 0)::bigint AS wau,
-       coalesce(round(hll_cardinality(hll_union_agg(users))), 0)::bigint AS mau
-FROM sketch_users
-WHERE bucket >= $2::timestamptz - interval '720 hours' AND bucket < $2::timestamptz AND $1::timestamptz IS NOT NULL
-  AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-  AND event_type = coalesce($4::text, '*')
+SELECT coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 24))), 0)::bigint AS dau,
+       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 168))), 0)::bigint AS wau,
+       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 720))), 0)::bigint AS mau
+FROM (VALUES (24), (168), (720)) AS w (hours)
+CROSS JOIN LATERAL activity_tiles($2::timestamptz - make_interval(hours => w.hours), $2::timestamptz) AS t
+CROSS JOIN LATERAL (
+    SELECT users FROM rollup_events
+    WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
+      AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
+      AND event_type = coalesce($4::text, '*')
+) AS r
+WHERE $1::timestamptz IS NOT NULL

@@ -1,13 +1,12 @@
--- Events (exact) and unique users (sketched) per event type. $4 is unused.
-SELECT e.event_type, e.events, coalesce(u.users, 0) AS unique_users
-FROM (SELECT event_type, sum(events)::bigint AS events FROM rollup_events
-      WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-  AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-  AND ($4::text IS NULL OR event_type = $4::text) GROUP BY event_type) AS e
-LEFT JOIN (SELECT event_type, round(hll_cardinality(hll_union_agg(users)))::bigint AS users
-           FROM sketch_users
-           WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-             AND community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-             AND event_type <> '*' AND $4::text IS NULL
-           GROUP BY event_type) AS u USING (event_type)
-ORDER BY e.events DESC, e.event_type
+-- Events (exact) and unique users (sketched) per event type ($4: only that one).
+SELECT r.event_type, sum(r.events)::bigint AS events,
+       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
+FROM activity_tiles($1::timestamptz, $2::timestamptz) AS t
+CROSS JOIN LATERAL (
+    SELECT event_type, events, users FROM rollup_events
+    WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
+      AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
+      AND event_type <> '*' AND ($4::text IS NULL OR event_type = $4::text)
+) AS r
+GROUP BY r.event_type
+ORDER BY events DESC, r.event_type

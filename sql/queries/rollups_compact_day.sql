@@ -1,0 +1,26 @@
+-- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour rows
+-- and its day row, and unmarks the day. Run by rollups.rs after
+-- rollups_uncompact_day.sql, in the same transaction, holding the day's lock
+-- exclusively (or every rollup table's). Returns the 15-minute rows read.
+WITH quarters AS (
+    SELECT community_id, bucket, event_type, events, users
+    FROM rollup_events
+    WHERE grain = 15 AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+),
+hours AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT community_id, 60, date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+           event_type, sum(events), hll_union_agg(users)
+    FROM quarters
+    GROUP BY 1, 3, 4
+),
+days AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT community_id, 1440, $1::timestamptz, event_type, sum(events), hll_union_agg(users)
+    FROM quarters
+    GROUP BY 1, 4
+),
+unmarked AS (
+    DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz
+)
+SELECT count(*) FROM quarters
