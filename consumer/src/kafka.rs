@@ -52,6 +52,13 @@ use crate::store::Store;
 /// pauses its partitions and polls only to stay in the group.
 const STALL: Duration = Duration::from_secs(1);
 
+/// How often a waiting receive is started afresh. After partitions are
+/// resumed, librdkafka refetches what the pause purged, but the stream's
+/// waiting receive is not always woken for it (seen at the end of a topic:
+/// the last messages were never delivered); a fresh receive looks at the
+/// queue first.
+const RECEIVE_AGAIN: Duration = Duration::from_millis(250);
+
 /// Why the consumer stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -259,6 +266,7 @@ impl Consumer {
                 }
                 _ = sleep_until(linger_at), if linger_at.is_some() && room => {}
                 _ = tokio::time::sleep(STALL), if full && !room && paused.is_none() => {}
+                _ = tokio::time::sleep(RECEIVE_AGAIN), if receive => {}
             }
         }
 

@@ -144,6 +144,9 @@ pub struct ConsumerSettings {
     /// How long shutdown waits for the batch in hand, in milliseconds; keep it
     /// below the orchestrator's kill timeout (Kubernetes: 30 s).
     pub shutdown_grace_ms: u64,
+    /// How often the rollup compactor looks for days to compact, in
+    /// milliseconds.
+    pub compact_interval_ms: u64,
 }
 
 impl ConsumerSettings {
@@ -153,6 +156,10 @@ impl ConsumerSettings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn compact_interval(&self) -> Duration {
+        Duration::from_millis(self.compact_interval_ms.max(100))
     }
 }
 
@@ -166,6 +173,7 @@ impl Default for ConsumerSettings {
             pool_size: 4,
             max_in_flight: 2,
             shutdown_grace_ms: 25_000,
+            compact_interval_ms: 15_000,
         }
     }
 }

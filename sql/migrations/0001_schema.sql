@@ -76,14 +76,15 @@ BEGIN
         RETURN partition;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('activity_ensure_partition'));
-    IF to_regclass(partition) IS NULL THEN
-        EXECUTE format(
-            'CREATE TABLE %I PARTITION OF activities FOR VALUES FROM (%L) TO (%L)',
-            partition,
-            to_char(lower_utc, 'YYYY-MM-DD HH24:MI:SS') || '+00',
-            to_char(upper_utc, 'YYYY-MM-DD HH24:MI:SS') || '+00'
-        );
-    END IF;
+    -- IF NOT EXISTS, not another to_regclass: taking an advisory lock does not
+    -- refresh this session's catalog cache, so a partition another session
+    -- has just created may still look missing here.
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS %I PARTITION OF activities FOR VALUES FROM (%L) TO (%L)',
+        partition,
+        to_char(lower_utc, 'YYYY-MM-DD HH24:MI:SS') || '+00',
+        to_char(upper_utc, 'YYYY-MM-DD HH24:MI:SS') || '+00'
+    );
     RETURN partition;
 END;
 $$;

@@ -23,19 +23,21 @@ CREATE FUNCTION activity_all_communities() RETURNS UUID
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid $$;
 
--- Events and unique users per community per bucket per event type, at four
--- levels, so that no answer sums across communities or types at query time:
--- each community and every community together (activity_all_communities()),
--- each type and every type together (event_type '*'). users is NULL when no
--- event of the row had a user. The key leads with the community, the grain
--- and the bucket, so one community's range is one contiguous index range,
--- every type's rows included (a query for one type filters in the index).
+-- Events and unique users per community (and for every community together:
+-- activity_all_communities()) per bucket per event type, so that no answer
+-- sums across communities at query time. users is NULL when no event of the
+-- row had a user. The key leads with the community, the grain and the
+-- bucket, so one community's range is one contiguous index range (a query
+-- for one type filters in the index).
 --
 -- grain is the bucket's width in minutes. The consumer writes 15-minute rows
--- only. Once a UTC day is over, the compactor (consumer/src/store/rollups.rs)
--- sums its 15-minute rows into hour rows (grain 60) and one day row (grain
--- 1440), so that a long range reads a few rows per day instead of 96; see
--- activity_tiles() for how a query chooses.
+-- only, one per event type. Once a UTC day is over, the compactor
+-- (consumer/src/store/rollups.rs) sums its 15-minute rows into hour rows
+-- (grain 60) and one day row (grain 1440), per type and for every type
+-- together (event_type '*'), so a long range reads a few rows per day instead
+-- of 96 per type; see activity_tiles() for how a query chooses. A query for
+-- every type reads a 15-minute tile's rows of all types, a longer tile's '*'
+-- rows.
 CREATE TABLE rollup_events (
     community_id UUID NOT NULL,
     event_type   TEXT NOT NULL,
@@ -53,7 +55,8 @@ CREATE INDEX rollup_events_grain_bucket_idx ON rollup_events (grain, bucket, eve
 -- so an existing mark costs no lock) and unmarked when the compactor has
 -- summed it. Writers of a day hold a shared advisory lock on it
 -- (activity_day_lock) for their transaction and the compactor an exclusive
--- one, so a day is never unmarked while an uncommitted write to it exists.
+-- one, so a day is never unmarked while an uncommitted write to it exists
+-- (the compactor reads the 15-minute rows after it has the lock).
 CREATE TABLE rollup_dirty_days (
     day    TIMESTAMPTZ PRIMARY KEY,
     since  TIMESTAMPTZ NOT NULL DEFAULT now()

@@ -32,17 +32,14 @@ stored AS (
               event_type, user_id, entity_type, entity_id
 ),
 -- Rollup rows are upserted in key order, for the same reason. Each event
--- counts at four levels (its community and every community, its type and
--- every type: sql/migrations/0002), with its user in each level's sketch.
+-- counts in its community's row and in every community's, for its type, with
+-- its user in the rows' sketches (sql/migrations/0002).
 events_rolled AS (
     INSERT INTO rollup_events AS r (community_id, grain, bucket, event_type, events, users)
-    SELECT k.community_id, 15, bucket, k.event_type, count(*),
+    SELECT k.community_id, 15, bucket, event_type, count(*),
            hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14) FILTER (WHERE user_id IS NOT NULL)
     FROM stored
-    CROSS JOIN LATERAL (VALUES (stored.community_id, stored.event_type),
-                               (stored.community_id, '*'),
-                               (activity_all_communities(), stored.event_type),
-                               (activity_all_communities(), '*')) AS k (community_id, event_type)
+    CROSS JOIN LATERAL (VALUES (stored.community_id), (activity_all_communities())) AS k (community_id)
     GROUP BY 1, 3, 4
     ORDER BY 1, 3, 4
     ON CONFLICT (community_id, grain, bucket, event_type)

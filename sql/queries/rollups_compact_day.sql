@@ -1,24 +1,25 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour rows
--- and its day row, and unmarks the day. Run by rollups.rs after
+-- and its day row, per event type and for every type together ('*', rows
+-- only compaction writes), and unmarks the day. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's lock
 -- exclusively (or every rollup table's). Returns the 15-minute rows read.
 WITH quarters AS (
-    SELECT community_id, bucket, event_type, events, users
+    SELECT community_id, event_type, events, users,
+           date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour
     FROM rollup_events
     WHERE grain = 15 AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
 ),
 hours AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-    SELECT community_id, 60, date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
-           event_type, sum(events), hll_union_agg(users)
+    SELECT community_id, 60, hour, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM quarters
-    GROUP BY 1, 3, 4
+    GROUP BY GROUPING SETS ((community_id, hour, event_type), (community_id, hour))
 ),
 days AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-    SELECT community_id, 1440, $1::timestamptz, event_type, sum(events), hll_union_agg(users)
+    SELECT community_id, 1440, $1::timestamptz, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM quarters
-    GROUP BY 1, 4
+    GROUP BY GROUPING SETS ((community_id, event_type), (community_id))
 ),
 unmarked AS (
     DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz

@@ -14,13 +14,10 @@ WITH source AS (
 ),
 events_rolled AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-    SELECT k.community_id, 15, bucket, k.event_type, count(*),
+    SELECT k.community_id, 15, bucket, event_type, count(*),
            hll_add_agg(hll_hash_bytea(uuid_send(user_id)), 14) FILTER (WHERE user_id IS NOT NULL)
     FROM source
-    CROSS JOIN LATERAL (VALUES (source.community_id, source.event_type),
-                               (source.community_id, '*'),
-                               (activity_all_communities(), source.event_type),
-                               (activity_all_communities(), '*')) AS k (community_id, event_type)
+    CROSS JOIN LATERAL (VALUES (source.community_id), (activity_all_communities())) AS k (community_id)
     GROUP BY 1, 3, 4
 ),
 users_rolled AS (

@@ -19,6 +19,9 @@ pub(crate) struct ConsumerArgs {
     /// Batches written to the database at once (offsets still commit in order).
     #[arg(long, env = "CONSUMER_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
+    /// How often the rollup compactor looks for days to compact, in milliseconds.
+    #[arg(long, env = "CONSUMER_COMPACT_INTERVAL_MS")]
+    compact_interval_ms: Option<u64>,
 }
 
 impl ConsumerArgs {
@@ -35,6 +38,9 @@ impl ConsumerArgs {
         if let Some(depth) = self.max_in_flight.filter(|&d| d > 0) {
             settings.consumer.max_in_flight = depth;
         }
+        if let Some(every) = self.compact_interval_ms {
+            settings.consumer.compact_interval_ms = every;
+        }
     }
 }
 
@@ -43,7 +49,11 @@ pub(crate) async fn run(mut settings: Settings, args: ConsumerArgs) -> anyhow::R
     let shutdown = CancellationToken::new();
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let store = Store::connect(settings.database_url.expose(), settings.consumer.pool_size)?;
-    let compacting = tokio::spawn(store.clone().keep_compacted(shutdown.clone()));
+    let compacting = tokio::spawn(
+        store
+            .clone()
+            .keep_compacted(settings.consumer.compact_interval(), shutdown.clone()),
+    );
     let consumer = Consumer::build(&settings, store)?;
     let totals = consumer.run_until_stopped(shutdown.clone()).await;
     shutdown.cancel();

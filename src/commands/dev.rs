@@ -40,7 +40,11 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let consumer = Consumer::build(&settings, store.clone())?;
     let consuming = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
-    let compacting = tokio::spawn(store.clone().keep_compacted(shutdown.clone()));
+    let compacting = tokio::spawn(
+        store
+            .clone()
+            .keep_compacted(settings.consumer.compact_interval(), shutdown.clone()),
+    );
     let secret = args.auth.secret(&settings)?;
     let app = Application::build(ApiConfig {
         listen: args.api_listen.clone(),

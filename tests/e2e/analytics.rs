@@ -1027,3 +1027,114 @@ async fn sketched_unique_users_stay_close_to_exact_at_scale() {
     }
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_beside_writers_loses_nothing() {
+    // Writers keep storing events in two past days while a compactor sums
+    // those days again and again; afterwards the compacted rollups equal the
+    // ones rebuilt from the raw rows.
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url, 6).expect("store");
+    let days = [utc("2026-02-10T00:00:00Z"), utc("2026-02-11T00:00:00Z")];
+    let writing = CancellationToken::new();
+    let compactor = {
+        let store = store.clone();
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !writing.is_cancelled() {
+                rounds += store.compact_rollups(Utc::now()).await.expect("compact");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            rounds
+        })
+    };
+    let writers: Vec<_> = (0..3u64)
+        .map(|seed| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut stored = 0;
+                for _ in 0..40 {
+                    let batch: Vec<ActivityEvent> = (0..50)
+                        .map(|_| {
+                            let day = days[rng.gen_range(0..days.len())];
+                            NewEvent::new(TYPES[rng.gen_range(0..TYPES.len())])
+                                .created_at(day + TimeDelta::seconds(rng.gen_range(0..86_400)))
+                                .community(Uuid::from_u128(rng.gen_range(1..4)))
+                                .user(Uuid::from_u128(rng.gen_range(1..400)))
+                                .validate(Utc::now())
+                                .expect("valid event")
+                        })
+                        .collect();
+                    stored += store.insert_batch(&batch).await.expect("insert").inserted;
+                    tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(0..8))).await;
+                }
+                stored
+            })
+        })
+        .collect();
+    // Meanwhile, in every snapshot, a day that is not marked dirty has day
+    // rows that sum its 15-minute rows.
+    let checker = {
+        let client = db.client().await;
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut checks = 0;
+            while !writing.is_cancelled() {
+                let stale: Vec<String> = client
+                    .query(
+                        "SELECT d.day::text FROM (SELECT DISTINCT activity_day(bucket) AS day                                                   FROM rollup_events WHERE grain = 15) AS d                          WHERE NOT EXISTS (SELECT 1 FROM rollup_dirty_days AS x WHERE x.day = d.day)                            AND (SELECT coalesce(sum(events), 0) FROM rollup_events WHERE grain = 15                                 AND bucket >= d.day AND bucket < d.day + interval '24 hours')                             <> (SELECT coalesce(sum(events), 0) FROM rollup_events WHERE grain = 1440                                 AND bucket = d.day AND event_type = '*')",
+                        &[],
+                    )
+                    .await
+                    .expect("check")
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                assert!(stale.is_empty(), "clean but stale days: {stale:?}");
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let mut stored = 0;
+    for writer in writers {
+        stored += writer.await.expect("writer");
+    }
+    writing.cancel();
+    let rounds = compactor.await.expect("compactor");
+    assert!(rounds > 0, "the compactor ran while events were written");
+    assert!(checker.await.expect("no clean day was stale") > 0);
+    store.compact_rollups(Utc::now()).await.expect("compact");
+
+    let client = db.client().await;
+    let snapshot = || async {
+        client
+            .query(
+                "SELECT community_id::text || ' ' || grain || ' ' || bucket::text || ' ' || event_type \
+                 || ' ' || events || ' ' || coalesce(users::text, '-') FROM rollup_events ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("rollups")
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let compacted = snapshot().await;
+    assert!(
+        compacted.iter().any(|row| row.contains(" 1440 ")),
+        "the days were compacted"
+    );
+    let rebuilt = store
+        .rebuild_rollups(days[0], days[1] + TimeDelta::days(1))
+        .await
+        .expect("rebuild");
+    assert_eq!(rebuilt.events, stored as i64);
+    assert_eq!(
+        snapshot().await,
+        compacted,
+        "compacted while written = rebuilt"
+    );
+}

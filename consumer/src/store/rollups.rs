@@ -22,9 +22,6 @@ use super::{Store, StoreError};
 /// The rollups' bucket width (`activity_bucket()` in SQL).
 pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 
-/// How often the compactor looks for dirty days that are over.
-pub const COMPACT_EVERY: Duration = Duration::from_secs(15);
-
 /// The advisory lock namespace of the UTC days (`sql/queries/lock_days.sql`).
 const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 
@@ -79,8 +76,9 @@ impl Store {
         Ok(Rebuilt { from, to, events })
     }
 
-    /// Compacts every dirty UTC day that ended at or before `now`; returns
-    /// the days compacted. Safe beside consumers and other compactors.
+    /// Compacts every dirty UTC day that ended at or before `now` and that no
+    /// transaction is writing to; returns the days compacted. Safe beside
+    /// consumers and other compactors.
     pub async fn compact_rollups(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut client = self.pool().get().await?;
         let days: Vec<DateTime<Utc>> = client
@@ -95,18 +93,22 @@ impl Store {
         let mut compacted = 0;
         for day in days {
             let tx = client.transaction().await?;
-            // Waits for every transaction still writing to the day, and holds
-            // back new ones until this one commits.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, activity_day_lock($2))",
-                &[&DAY_LOCK_NAMESPACE, &day],
-            )
-            .await?;
-            // Another compactor may have done it meanwhile.
-            let still_dirty = tx
-                .query_opt("SELECT 1 FROM rollup_dirty_days WHERE day = $1", &[&day])
+            // Only when no transaction is writing to the day (else the day is
+            // busy and waits for a later round); new ones wait until this one
+            // commits.
+            let locked: bool = tx
+                .query_one(
+                    "SELECT pg_try_advisory_xact_lock($1, activity_day_lock($2))",
+                    &[&DAY_LOCK_NAMESPACE, &day],
+                )
                 .await?
-                .is_some();
+                .try_get(0)?;
+            // Another compactor may have done it meanwhile.
+            let still_dirty = locked
+                && tx
+                    .query_opt("SELECT 1 FROM rollup_dirty_days WHERE day = $1", &[&day])
+                    .await?
+                    .is_some();
             if still_dirty {
                 compact_day(&tx, day).await?;
                 compacted += 1;
@@ -116,13 +118,13 @@ impl Store {
         Ok(compacted)
     }
 
-    /// Compacts every [`COMPACT_EVERY`] until `shutdown`. Errors are logged
-    /// and the next round tries again (queries stay exact meanwhile).
-    pub async fn keep_compacted(self, shutdown: CancellationToken) {
+    /// Compacts `every` so often until `shutdown`. Errors are logged and the
+    /// next round tries again (queries stay exact meanwhile).
+    pub async fn keep_compacted(self, every: Duration, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(COMPACT_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
             }
             match self.compact_rollups(Utc::now()).await {
                 Ok(0) => {}

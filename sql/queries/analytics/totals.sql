@@ -1,6 +1,7 @@
 -- Events (exact) and unique users (HyperLogLog: exact below ~1,000 users,
--- standard error 0.81% above) in the range, from the rows of every type
--- together ('*') or of type $4, read tile by tile (activity_tiles()).
+-- standard error 0.81% above) in the range, of every type or of type $4,
+-- read tile by tile (activity_tiles()): for every type, a 15-minute tile's
+-- rows of each type, a longer tile's rows of every type together ('*').
 SELECT coalesce(sum(r.events), 0)::bigint AS events,
        coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
 FROM activity_tiles($1::timestamptz, $2::timestamptz) AS t
@@ -8,5 +9,5 @@ CROSS JOIN LATERAL (
     SELECT events, users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
       AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-      AND event_type = coalesce($4::text, '*')
+      AND CASE WHEN $4::text IS NULL THEN t.grain = 15 OR event_type = '*' ELSE event_type = $4::text END
 ) AS r
