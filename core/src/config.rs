@@ -167,7 +167,7 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
             group_id: "activity-consumer".into(),
-            batch_size: 1000,
+            batch_size: 5000,
             batch_linger_ms: 200,
             session_timeout_ms: 10_000,
             pool_size: 4,
