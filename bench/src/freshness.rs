@@ -80,7 +80,7 @@ async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<
         &args.brokers,
         topic,
         &format!("bench-{run}"),
-        settings.consumer.max_in_flight,
+        &settings.consumer,
     )?;
 
     let secret = b"freshness-bench-secret-0123456789";

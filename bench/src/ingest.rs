@@ -6,7 +6,10 @@
 //!    database and measures it draining that backlog: events/s from the
 //!    first stored row until every row is committed, and its peak RSS.
 //! 3. In the same run, the baseline: a plain binary `COPY` of the same rows
-//!    into a second fresh database with the same schema and indexes.
+//!    into a second fresh database with the same schema and indexes, then
+//!    the rollups built from them the bulk way (one set-based pass, as
+//!    `activity rollups rebuild` does), so both databases end up with the
+//!    same tables.
 //!
 //! Prints one JSON line. Drops its databases and topics when done.
 
@@ -54,6 +57,9 @@ struct Args {
     /// Batches the consumer writes at once (default: the dev profile's).
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Most events per consumer transaction (default: the dev profile's).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Seed of the synthetic generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -86,13 +92,19 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
     let n = args.events;
     let consumer_url = format!("{}/{}", args.server, names.consumer_db);
     let copy_url = format!("{}/{}", args.server, names.copy_db);
-    let settings = Settings::load(&GlobalArgs {
+    let mut settings = Settings::load(&GlobalArgs {
         app_env: AppEnv::Dev,
         config_dir: None,
         database_url: Some(Secret::new(consumer_url.clone())),
         kafka_brokers: Some(args.brokers.clone()),
         kafka_topic: Some(names.topic.clone()),
     })?;
+    if let Some(depth) = args.max_in_flight {
+        settings.consumer.max_in_flight = depth;
+    }
+    if let Some(size) = args.batch_size {
+        settings.consumer.batch_size = size;
+    }
     for url in [&consumer_url, &copy_url] {
         activity_consumer::store::migrate::migrate(url, settings.partitions.ahead).await?;
     }
@@ -161,7 +173,7 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
         "events": n,
         "kafka_partitions": settings.kafka.partitions,
         "batch_size": settings.consumer.batch_size,
-        "max_in_flight": args.max_in_flight.unwrap_or(settings.consumer.max_in_flight),
+        "max_in_flight": settings.consumer.max_in_flight,
         "consumer_rate": consumer_rate.round(),
         "copy_rate": copy_rate.round(),
         "ratio": round3(consumer_rate / copy_rate),
@@ -206,9 +218,6 @@ async fn drain(
     let progress_sql =
         format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}");
 
-    let depth = args
-        .max_in_flight
-        .unwrap_or(settings.consumer.max_in_flight);
     let spawned = Instant::now();
     let mut child = spawn_consumer(
         &args.activity_bin,
@@ -216,7 +225,7 @@ async fn drain(
         &settings.kafka.brokers,
         &names.topic,
         &format!("bench-{run}"),
-        depth,
+        &settings.consumer,
     )?;
     let pid = child.id().context("the consumer exited at once")?;
 

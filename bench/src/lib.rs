@@ -77,7 +77,7 @@ pub fn spawn_consumer(
     brokers: &str,
     topic: &str,
     group: &str,
-    max_in_flight: usize,
+    consumer: &activity_core::config::ConsumerSettings,
 ) -> anyhow::Result<tokio::process::Child> {
     tokio::process::Command::new(bin)
         .arg("consume")
@@ -86,7 +86,8 @@ pub fn spawn_consumer(
         .env("KAFKA_BROKERS", brokers)
         .env("KAFKA_TOPIC", topic)
         .env("CONSUMER_GROUP_ID", group)
-        .env("CONSUMER_MAX_IN_FLIGHT", max_in_flight.to_string())
+        .env("CONSUMER_MAX_IN_FLIGHT", consumer.max_in_flight.to_string())
+        .env("CONSUMER_BATCH_SIZE", consumer.batch_size.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

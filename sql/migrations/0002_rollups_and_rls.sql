@@ -114,7 +114,12 @@ $$ SELECT date_bin('1 day', at, TIMESTAMPTZ '2000-01-01 00:00:00+00') $$;
 -- absolute time (date_bin, 24 hours), whatever the session's TimeZone.
 CREATE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ)
 RETURNS TABLE (grain SMALLINT, tile_from TIMESTAMPTZ, tile_to TIMESTAMPTZ)
-LANGUAGE sql STABLE PARALLEL SAFE ROWS 8 AS $$
+-- PL/pgSQL, not SQL: a SQL function would be inlined and planned as a guess
+-- of 1,000 tiles, which made the planner hash-join whole rollup tables
+-- instead of reading each tile through the index.
+LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 8 AS $$
+BEGIN
+    RETURN QUERY
     WITH days AS (
         SELECT d, greatest(d, lo) AS a, least(d + interval '24 hours', hi) AS b,
                NOT EXISTS (SELECT 1 FROM rollup_dirty_days AS x WHERE x.day = d) AS clean
@@ -131,7 +136,7 @@ LANGUAGE sql STABLE PARALLEL SAFE ROWS 8 AS $$
                clean AND NOT (a = d AND b = d + interval '24 hours') AS partial
         FROM days
     )
-    SELECT t.grain::smallint, t.tile_from, t.tile_to
+    SELECT t.g::smallint, t.f, t.u
     FROM shaped AS s
     CROSS JOIN LATERAL (VALUES
         (1440, s.a, s.b, s.whole),
@@ -139,8 +144,9 @@ LANGUAGE sql STABLE PARALLEL SAFE ROWS 8 AS $$
         (60, s.ha, s.hb, s.partial AND s.ha < s.hb),
         (15, s.hb, s.b, s.partial AND s.ha < s.hb),
         (15, s.a, s.b, NOT s.whole AND NOT (s.partial AND s.ha < s.hb))
-    ) AS t (grain, tile_from, tile_to, used)
-    WHERE t.used AND t.tile_from < t.tile_to
+    ) AS t (g, f, u, used)
+    WHERE t.used AND t.f < t.u;
+END
 $$;
 
 -- The API's role. It cannot log in: the API connects with DATABASE_READ_URL

@@ -7,6 +7,7 @@ CROSS JOIN LATERAL (
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
       AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
       AND event_type <> '*' AND ($4::text IS NULL OR event_type = $4::text)
+    OFFSET 0  -- one index range per tile (README)
 ) AS r
 GROUP BY r.event_type
 ORDER BY events DESC, r.event_type

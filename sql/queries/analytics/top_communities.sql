@@ -12,6 +12,7 @@ FROM (
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
           AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
           AND $4::text IS NULL
+        OFFSET 0  -- one index range per tile (README)
     ) AS r
     GROUP BY r.community_id
 ) AS c

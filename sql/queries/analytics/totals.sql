@@ -10,4 +10,5 @@ CROSS JOIN LATERAL (
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
       AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
       AND CASE WHEN $4::text IS NULL THEN t.grain = 15 OR event_type = '*' ELSE event_type = $4::text END
+    OFFSET 0  -- one index range per tile (README)
 ) AS r
