@@ -11,6 +11,11 @@ use crate::error::ApiError;
 /// Longest any API query may run.
 const STATEMENT_TIMEOUT: &str = "5s";
 
+/// Memory for each sort or hash of a query: top lists over long ranges
+/// aggregate a few hundred thousand rollup rows, which spill to disk at
+/// PostgreSQL's default of 4 MB.
+const WORK_MEM: &str = "32MB";
+
 pub async fn scoped<'a>(
     client: &'a mut Object,
     caller: &Caller,
@@ -39,12 +44,20 @@ pub async fn scoped<'a>(
                     set_config('activity.scope_communities', $2, true),
                     set_config('activity.scope_user', $3, true),
                     set_config('TimeZone', $4, true),
-                    set_config('statement_timeout', $5, true)",
+                    set_config('statement_timeout', $5, true),
+                    set_config('work_mem', $6, true)",
         )
         .await?;
     tx.execute(
         &statement,
-        &[&all, &communities, &user, &tz, &STATEMENT_TIMEOUT],
+        &[
+            &all,
+            &communities,
+            &user,
+            &tz,
+            &STATEMENT_TIMEOUT,
+            &WORK_MEM,
+        ],
     )
     .await?;
     tx.batch_execute("SET LOCAL ROLE activity_api").await?;

@@ -38,6 +38,10 @@ struct Args {
     /// Keep the loaded database (named in the output) for further runs.
     #[arg(long)]
     keep: bool,
+    /// Measure a database an earlier `--keep` run loaded, as it is (no
+    /// loading, no rollup rebuild; `--events` is then ignored).
+    #[arg(long, conflicts_with = "keep")]
+    database: Option<String>,
 }
 
 const ZONES: [&str; 5] = [
@@ -57,9 +61,12 @@ const TYPES: [&str; 4] = [
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = format!("bench_analytics_{}", run_id());
+    let db = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("bench_analytics_{}", run_id()));
     let outcome = bench(&args, &db).await;
-    if !args.keep {
+    if !args.keep && args.database.is_none() {
         drop_databases(&args.server, &[&db]).await?;
     }
     println!("{}", outcome?);
@@ -77,30 +84,15 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
     store.ensure_partitions(months).await?;
     let client = connect(&url).await?;
 
-    eprintln!("loading {} events into {db}", args.events);
-    let started = Instant::now();
-    client
-        .batch_execute(include_str!("../../sql/bench/load_profiles.sql"))
-        .await?;
-    let load = client
-        .prepare(include_str!("../../sql/bench/load_events.sql"))
-        .await?;
-    let slice = 500_000i64;
-    let total = args.events as i64;
-    let mut first = 0i64;
-    while first < total {
-        let n = slice.min(total - first);
-        client.execute(&load, &[&n, &first]).await?;
-        first += n;
-        eprintln!("  {first} events");
-    }
-    let load_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    store
-        .rebuild_rollups(now - TimeDelta::days(91), now + TimeDelta::days(1))
-        .await?;
-    let rollup_seconds = started.elapsed().as_secs_f64();
-    client.batch_execute("VACUUM ANALYZE").await?;
+    let (load_seconds, rollup_seconds) = if args.database.is_none() {
+        load(&client, &store, args.events, db, now).await?
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM activity_event_ids", &[])
+        .await?
+        .get(0);
 
     let size = |sql: &'static str| {
         let client = &client;
@@ -117,7 +109,7 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
                + pg_total_relation_size('rollup_entities'))::bigint",
     )
     .await?;
-    let millions = args.events as f64 / 1e6;
+    let millions = events as f64 / 1e6;
 
     let secret = b"analytics-bench-secret-0123456789";
     let app = Application::build(ApiConfig {
@@ -229,7 +221,7 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         baseline.insert(name.into(), percentiles(times));
     }
     Ok(json!({
-        "events": args.events,
+        "events": events,
         "database": db,
         "load_seconds": round3(load_seconds),
         "rollup_rebuild_seconds": round3(rollup_seconds),
@@ -251,4 +243,40 @@ fn percentiles(mut ms: Vec<f64>) -> Value {
         )
     };
     json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99)})
+}
+
+/// Loads `events` events (`sql/bench/`), rebuilds the rollups from them and
+/// vacuums; returns the seconds loading and rebuilding took.
+async fn load(
+    client: &tokio_postgres::Client,
+    store: &Store,
+    events: u64,
+    db: &str,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<(f64, f64)> {
+    eprintln!("loading {} events into {db}", events);
+    let started = Instant::now();
+    client
+        .batch_execute(include_str!("../../sql/bench/load_profiles.sql"))
+        .await?;
+    let load = client
+        .prepare(include_str!("../../sql/bench/load_events.sql"))
+        .await?;
+    let slice = 500_000i64;
+    let total = events as i64;
+    let mut first = 0i64;
+    while first < total {
+        let n = slice.min(total - first);
+        client.execute(&load, &[&n, &first]).await?;
+        first += n;
+        eprintln!("  {first} events");
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    store
+        .rebuild_rollups(now - TimeDelta::days(91), now + TimeDelta::days(1))
+        .await?;
+    let rollup_seconds = started.elapsed().as_secs_f64();
+    client.batch_execute("VACUUM ANALYZE").await?;
+    Ok((load_seconds, rollup_seconds))
 }
