@@ -62,7 +62,8 @@ CREATE TABLE rollup_dirty_days (
     since  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- A UTC day's advisory lock is (1633907830, activity_day_lock(day)): days since 1970.
+-- A UTC day's advisory lock is (DAY_LOCK_NAMESPACE in consumer/src/store/rollups.rs,
+-- activity_day_lock(day)): days since 1970.
 CREATE FUNCTION activity_day_lock(day TIMESTAMPTZ) RETURNS INTEGER
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT floor(extract(epoch FROM day) / 86400)::integer $$;
@@ -148,6 +149,19 @@ BEGIN
     WHERE t.used AND t.f < t.u;
 END
 $$;
+
+-- Whether a rollup_events row of a tile of `grain` answers for `wanted`: the
+-- one place that knows which rows answer for which event types. per_type:
+-- one set of rows per type (wanted: only that one). Otherwise every type
+-- together (wanted NULL: a 15-minute tile's rows of all types, a longer
+-- tile's '*' rows) or the type wanted. Plain SQL, so it is inlined into the
+-- queries' index conditions.
+CREATE FUNCTION activity_type_rows(grain SMALLINT, event_type TEXT, wanted TEXT, per_type BOOLEAN)
+RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT CASE WHEN per_type THEN event_type <> '*' AND (wanted IS NULL OR event_type = wanted)
+               WHEN wanted IS NULL THEN grain = 15 OR event_type = '*'
+               ELSE event_type = wanted END $$;
 
 -- The API's role. It cannot log in: the API connects with DATABASE_READ_URL
 -- and switches to it (SET LOCAL ROLE) in every transaction, after setting the

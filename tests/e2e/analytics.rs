@@ -371,13 +371,12 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     let store = Store::connect(&w.db.url, 1).expect("store");
     let compacted = store.compact_rollups(Utc::now()).await.expect("compact");
     assert!(compacted > 50, "compacted {compacted} days");
-    let client = w.db.client().await;
-    let dirty: i64 = client
-        .query_one("SELECT count(*) FROM rollup_dirty_days", &[])
-        .await
-        .expect("dirty days")
-        .get(0);
-    assert_eq!(dirty, 0, "every past day is compacted");
+    let dirty_days = "SELECT count(*) FROM rollup_dirty_days";
+    assert_eq!(
+        w.db.count(dirty_days).await,
+        0,
+        "every past day is compacted"
+    );
     check_every_number(&w).await;
 
     // Late events dirty their days again: those are read from 15-minute
@@ -407,12 +406,11 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         late.push(event);
     }
     store.insert_batch(&late).await.expect("late events");
-    let dirty: i64 = client
-        .query_one("SELECT count(*) FROM rollup_dirty_days", &[])
-        .await
-        .expect("dirty days")
-        .get(0);
-    assert_eq!(dirty, 2, "the late events' days are dirty again");
+    assert_eq!(
+        w.db.count(dirty_days).await,
+        2,
+        "the late events' days are dirty again"
+    );
     check_every_number(&w).await;
 }
 

@@ -81,7 +81,11 @@ impl Store {
         let statement = tx
             .prepare_cached(include_str!("../../../sql/queries/lock_days.sql"))
             .await?;
-        tx.query_one(&statement, &[&columns.created_at]).await?;
+        tx.query_one(
+            &statement,
+            &[&columns.created_at, &rollups::DAY_LOCK_NAMESPACE],
+        )
+        .await?;
 
         let (user_ids, user_times) = columns.users();
         let statement = tx

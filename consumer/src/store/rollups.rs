@@ -22,8 +22,9 @@ use super::{Store, StoreError};
 /// The rollups' bucket width (`activity_bucket()` in SQL).
 pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 
-/// The advisory lock namespace of the UTC days (`sql/queries/lock_days.sql`).
-const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
+/// The advisory lock namespace of the UTC days: writers lock them shared
+/// (`sql/queries/lock_days.sql`), the compactor exclusively.
+pub(super) const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ CROSS JOIN LATERAL (
     SELECT event_type, events, users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
       AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-      AND event_type <> '*' AND ($4::text IS NULL OR event_type = $4::text)
+      AND activity_type_rows(t.grain, event_type, $4::text, true)
     OFFSET 0  -- one index range per tile (README)
 ) AS r
 GROUP BY r.event_type

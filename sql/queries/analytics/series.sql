@@ -25,7 +25,7 @@ LEFT JOIN LATERAL (
     SELECT events, users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
       AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-      AND CASE WHEN $4::text IS NULL THEN t.grain = 15 OR event_type = '*' ELSE event_type = $4::text END
+      AND activity_type_rows(t.grain, event_type, $4::text, false)
     OFFSET 0  -- one index range per tile (README)
 ) AS r ON true
 GROUP BY s.start
