@@ -1,6 +1,7 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour rows
 -- and its day row, per event type and for every type together ('*', rows
--- only compaction writes), and unmarks the day. Run by rollups.rs after
+-- only compaction writes), its 15-minute user and entity rows into their day
+-- rows (every type together: the top lists' candidates), and unmarks the day. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's lock
 -- exclusively (or every rollup table's). Returns the 15-minute rows read.
 WITH quarters AS (
@@ -20,6 +21,20 @@ days AS (
     SELECT community_id, 1440, $1::timestamptz, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY GROUPING SETS ((community_id, event_type), (community_id))
+),
+user_days AS (
+    INSERT INTO rollup_user_days (community_id, day, user_id, events)
+    SELECT community_id, $1::timestamptz, user_id, sum(events)
+    FROM rollup_users
+    WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+    GROUP BY community_id, user_id
+),
+entity_days AS (
+    INSERT INTO rollup_entity_days (community_id, day, entity_type, entity_id, events)
+    SELECT community_id, $1::timestamptz, entity_type, entity_id, sum(events)
+    FROM rollup_entities
+    WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+    GROUP BY community_id, entity_type, entity_id
 ),
 unmarked AS (
     DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz

@@ -657,6 +657,8 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, grain || ' ' || bucket::text, event_type, events::text || ' ' || coalesce(users::text, '-') FROM rollup_events ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, user_id::text || event_type, events::text FROM rollup_users ORDER BY 1, 2, 3",
             "SELECT community_id::text, bucket::text, entity_type || '/' || entity_id, events::text FROM rollup_entities ORDER BY 1, 2, 3",
+            "SELECT community_id::text, day::text, user_id::text, events::text FROM rollup_user_days ORDER BY 1, 2, 3",
+            "SELECT community_id::text, day::text, entity_type || '/' || entity_id, events::text FROM rollup_entity_days ORDER BY 1, 2, 3",
             "SELECT day::text, '', '', '' FROM rollup_dirty_days ORDER BY 1",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
@@ -674,7 +676,11 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
         "compacted days are in the snapshot"
     );
     client
-        .batch_execute("UPDATE rollup_events SET events = events + 5")
+        .batch_execute(
+            "UPDATE rollup_events SET events = events + 5;
+             UPDATE rollup_user_days SET events = events + 5;
+             DELETE FROM rollup_entity_days WHERE events = 1",
+        )
         .await
         .expect("damage");
     let (from, to) = (utc("2026-01-01T00:00:00Z"), utc("2026-12-01T00:00:00Z"));
@@ -840,6 +846,9 @@ fn base64_url(bytes: &[u8]) -> String {
 async fn row_level_security_alone_keeps_tenants_apart() {
     let w = world(19, 500).await;
     let (a, b) = (w.communities[0], w.communities[1]);
+    // Compacted, so that day rows exist too.
+    let store = Store::connect(&w.db.url, 1).expect("store");
+    assert!(store.compact_rollups(Utc::now()).await.expect("compact") > 0);
     // The API's own check bypassed: a scoped transaction for A asks for B
     // directly. Its scope also names the id of the every-community rollup
     // rows, which stay out of reach all the same.
@@ -865,6 +874,8 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         "SELECT count(*) FROM rollup_events WHERE community_id = $1",
         "SELECT count(*) FROM rollup_users WHERE community_id = $1",
         "SELECT count(*) FROM rollup_entities WHERE community_id = $1",
+        "SELECT count(*) FROM rollup_user_days WHERE community_id = $1",
+        "SELECT count(*) FROM rollup_entity_days WHERE community_id = $1",
         "SELECT count(*) FROM communities WHERE id = $1",
     ] {
         let n: i64 = tx.query_one(sql, &[&b]).await.expect(sql).get(0);
@@ -1135,4 +1146,171 @@ async fn compaction_beside_writers_loses_nothing() {
         compacted,
         "compacted while written = rebuilt"
     );
+}
+
+/// A top list as PostgreSQL returns it, with whether the threshold rule
+/// proved it (sql/migrations/0003_top_lists.sql) or every count was summed.
+async fn top_list(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    communities: Option<Vec<Uuid>>,
+    limit: i64,
+) -> (Vec<(String, i64)>, bool) {
+    let none: Option<String> = None;
+    let rows = client
+        .query(sql, &[&from, &to, &communities, &none, &limit])
+        .await
+        .expect("top list");
+    let list = rows
+        .iter()
+        .map(|row| {
+            let key = match row.columns()[0].name() {
+                "entity_type" => format!("{}/{}", row.get::<_, String>(0), row.get::<_, String>(1)),
+                _ => row.get::<_, Uuid>(0).to_string(),
+            };
+            (key, row.get::<_, i64>("events"))
+        })
+        .collect();
+    let proven = rows.iter().all(|row| row.get::<_, bool>("proven"));
+    (list, proven && !rows.is_empty())
+}
+
+/// The `limit` largest counts of `keys` (ties: smaller key first).
+fn expected_top(keys: impl Iterator<Item = String>, limit: usize) -> Vec<(String, i64)> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut list: Vec<_> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(limit);
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_lists_are_exact_whether_pruned_or_summed() {
+    // Community `skewed` has a few users and entities far more active than
+    // the rest (the threshold rule proves its lists from each day's first
+    // few); in `flat` everyone is as active as everyone else (it cannot, and
+    // every count is summed). Both must equal the lists computed from the
+    // events, compacted or not, and with a late event dirtying a day.
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url, 2).expect("store");
+    let mut rng = StdRng::seed_from_u64(11);
+    let skewed = Uuid::from_u128(rng.gen());
+    let flat = Uuid::from_u128(rng.gen());
+    let small: Vec<Uuid> = (0..12).map(|_| Uuid::from_u128(rng.gen())).collect();
+    let users: Vec<Uuid> = (0..300).map(|_| Uuid::from_u128(rng.gen())).collect();
+    let first_day = utc("2026-05-01T00:00:00Z");
+    let mut events: Vec<Ev> = Vec::new();
+    for day in 0..20 {
+        let start = first_day + TimeDelta::days(day);
+        let mut picks: Vec<(Uuid, usize)> = Vec::new();
+        for k in 0..30 {
+            picks.extend((0..30 / (k + 1)).map(|_| (skewed, k)));
+        }
+        picks.extend((0..15).map(|_| (skewed, rng.gen_range(30..users.len()))));
+        picks.extend((0..50).map(|k| (flat, k)));
+        for (k, community) in small.iter().enumerate() {
+            if (day as usize + k) % 3 == 0 {
+                picks.push((*community, k));
+            }
+        }
+        for (community, k) in picks {
+            events.push(Ev {
+                community: Some(community),
+                user: Some(users[k]),
+                event_type: "github.push".to_owned(),
+                entity: Some(("repository".to_owned(), format!("r{k:03}"))),
+                at: start + TimeDelta::seconds(rng.gen_range(0..86_400)),
+            });
+        }
+    }
+    let store_all = |events: &[Ev]| -> Vec<ActivityEvent> {
+        events
+            .iter()
+            .map(|e| {
+                let (kind, id) = e.entity.clone().expect("entity");
+                NewEvent::new(&e.event_type)
+                    .created_at(e.at)
+                    .community(e.community.expect("community"))
+                    .user(e.user.expect("user"))
+                    .entity(kind, id)
+                    .validate(Utc::now())
+                    .expect("valid event")
+            })
+            .collect()
+    };
+    for chunk in store_all(&events).chunks(2_000) {
+        store.insert_batch(chunk).await.expect("store");
+    }
+
+    let client = db.client().await;
+    let users_sql = include_str!("../../sql/queries/analytics/top_users.sql");
+    let entities_sql = include_str!("../../sql/queries/analytics/top_entities.sql");
+    let communities_sql = include_str!("../../sql/queries/analytics/top_communities.sql");
+    let range = (utc("2026-05-03T10:15:00Z"), utc("2026-05-18T07:30:00Z"));
+    let small = &small;
+    let client = &client;
+    // compacted: whether whole days have day rows (the skewed lists must
+    // then be proven; before, they may be proven from the 15-minute rows).
+    let check = |events: Vec<Ev>, compacted: bool| {
+        async move {
+            let inside: Vec<&Ev> = events
+                .iter()
+                .filter(|e| e.at >= range.0 && e.at < range.1)
+                .collect();
+            for (community, limit, proven) in [(skewed, 5, true), (flat, 5, false)] {
+                let of = || inside.iter().filter(|e| e.community == Some(community));
+                let (list, was) =
+                    top_list(client, users_sql, range, Some(vec![community]), limit).await;
+                let want = expected_top(of().filter_map(|e| e.user.map(|u| u.to_string())), 5);
+                assert_eq!(list, want, "top users of {community}");
+                if compacted || !proven {
+                    assert_eq!(was, proven, "users of {community} proven");
+                }
+                let (list, was) =
+                    top_list(client, entities_sql, range, Some(vec![community]), limit).await;
+                let want = expected_top(
+                    of().filter_map(|e| e.entity.as_ref().map(|(t, i)| format!("{t}/{i}"))),
+                    5,
+                );
+                assert_eq!(list, want, "top entities of {community}");
+                if compacted || !proven {
+                    assert_eq!(was, proven, "entities of {community} proven");
+                }
+            }
+            let all = || inside.iter().filter_map(|e| e.community.map(|c| c.to_string()));
+            let (list, was) = top_list(client, communities_sql, range, None, 3).await;
+            assert_eq!(list, expected_top(all(), 3), "top communities");
+            if compacted {
+                assert!(was, "top communities proven");
+            }
+            // A caller limited to some communities: their counts, summed.
+            let scope = vec![flat, small[0], small[1]];
+            let (list, was) = top_list(client, communities_sql, range, Some(scope.clone()), 2).await;
+            let scoped = all().filter(|c| scope.iter().any(|s| s.to_string() == *c));
+            assert_eq!(list, expected_top(scoped, 2), "top of some communities");
+            assert!(!was, "a scoped list is summed");
+        }
+    };
+    // As stored, every day is dirty and read from its 15-minute rows.
+    check(events.clone(), false).await;
+    // Compacted: whole days through their first few.
+    let compacted = store.compact_rollups(Utc::now()).await.expect("compact");
+    assert_eq!(compacted, 20, "every day compacted");
+    check(events.clone(), true).await;
+    // A late event for a flat user in the skewed community dirties a day in
+    // the middle of the range: that day is summed from its 15-minute rows.
+    let late = Ev {
+        community: Some(skewed),
+        user: Some(users[200]),
+        event_type: "github.push".to_owned(),
+        entity: Some(("repository".to_owned(), "r200".to_owned())),
+        at: utc("2026-05-10T12:00:00Z"),
+    };
+    events.push(late.clone());
+    store.insert_batch(&store_all(&[late])).await.expect("late event");
+    check(events, true).await;
 }

@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_rollups_and_rls.sql",
         include_str!("../../../sql/migrations/0002_rollups_and_rls.sql"),
     ),
+    (
+        3,
+        "0003_top_lists.sql",
+        include_str!("../../../sql/migrations/0003_top_lists.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

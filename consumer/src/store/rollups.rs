@@ -50,7 +50,8 @@ impl Store {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_dirty_days \
+            "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
+             rollup_entity_days, rollup_dirty_days \
              IN EXCLUSIVE MODE",
         )
         .await?;

@@ -1,12 +1,19 @@
--- The communities with the most events ($5: how many), tile by tile
--- (activity_tiles()): a 15-minute tile's rows of every type, a longer tile's
--- rows of every type together ('*', an equality the index checks, so rows of
--- single types are never fetched). Events without a community are not a
--- community. $4 is unused (top communities are over every event type).
-SELECT c.community_id, m.name, c.events
-FROM (
+-- The communities with the most events ($5: how many), exactly, by the
+-- threshold rule of sql/migrations/0003_top_lists.sql (top_users.sql
+-- explains the steps). Counts of every type together: a 15-minute tile's
+-- rows of every type, an hour tile's '*' rows, a whole clean day's '*' row.
+-- Events without a community are not a community. For a caller limited to
+-- some communities ($3 not NULL) their counts are simply summed, as they
+-- are when the list is not proven. $4 is unused (every event type).
+WITH tiles AS MATERIALIZED (
+    SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
+),
+days AS MATERIALIZED (
+    SELECT coalesce(array_agg(tile_from), '{}') AS days FROM tiles WHERE grain = 1440
+),
+rest AS MATERIALIZED (
     SELECT r.community_id, sum(r.events)::bigint AS events
-    FROM activity_tiles($1::timestamptz, $2::timestamptz) AS t
+    FROM tiles AS t
     CROSS JOIN LATERAL (
         SELECT community_id, events FROM rollup_events
         WHERE t.grain = 15 AND grain = 15 AND bucket >= t.tile_from AND bucket < t.tile_to
@@ -14,7 +21,7 @@ FROM (
           AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
         UNION ALL
         SELECT community_id, events FROM rollup_events
-        WHERE t.grain > 15 AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
+        WHERE t.grain = 60 AND grain = 60 AND bucket >= t.tile_from AND bucket < t.tile_to
           AND event_type = '*'
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
           AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
@@ -22,7 +29,66 @@ FROM (
     ) AS r
     WHERE $4::text IS NULL
     GROUP BY r.community_id
-) AS c
-LEFT JOIN communities AS m ON m.id = c.community_id
-ORDER BY c.events DESC, c.community_id
-LIMIT $5
+),
+ranked AS MATERIALIZED (
+    SELECT d.community_id, d.events, d.place
+    FROM tiles AS t
+    CROSS JOIN LATERAL (
+        SELECT community_id, events, row_number() OVER (ORDER BY events DESC) AS place
+        FROM rollup_events
+        WHERE t.grain = 1440 AND $3::uuid[] IS NULL
+          AND grain = 1440 AND bucket = t.tile_from AND event_type = '*'
+          AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+        ORDER BY events DESC
+        LIMIT 2 * $5::bigint + 1
+    ) AS d
+),
+candidates AS (
+    SELECT community_id FROM ranked WHERE place <= 2 * $5::bigint
+    UNION
+    SELECT community_id FROM (SELECT community_id FROM rest ORDER BY events DESC LIMIT 2 * $5::bigint) AS r
+),
+bound AS MATERIALIZED (
+    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 2 * $5::bigint + 1), 0)
+         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 2 * $5::bigint LIMIT 1), 0) AS most
+),
+pruned AS MATERIALIZED (
+    SELECT c.community_id,
+           (coalesce((SELECT r.events FROM rest AS r WHERE r.community_id = c.community_id), 0)
+            + coalesce((SELECT sum(e.events) FROM rollup_events AS e, days
+                        WHERE e.community_id = c.community_id AND e.grain = 1440
+                          AND e.event_type = '*' AND e.bucket = ANY (days.days)), 0))::bigint AS events
+    FROM candidates AS c
+    ORDER BY events DESC, c.community_id
+    LIMIT $5::bigint
+),
+proof AS MATERIALIZED (
+    SELECT $3::uuid[] IS NULL
+           AND ((SELECT most FROM bound) = 0
+                OR ((SELECT count(*) FROM pruned) = $5::bigint
+                    AND (SELECT min(events) FROM pruned) > (SELECT most FROM bound))) AS proven
+),
+everyone AS (
+    SELECT x.community_id, sum(x.events)::bigint AS events
+    FROM (
+        SELECT community_id, events FROM rest
+        UNION ALL
+        SELECT e.community_id, e.events FROM rollup_events AS e, days
+        WHERE e.grain = 1440 AND e.event_type = '*' AND e.bucket = ANY (days.days)
+          AND e.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+          AND ($3::uuid[] IS NULL OR e.community_id = ANY ($3::uuid[]))
+    ) AS x
+    WHERE NOT (SELECT proven FROM proof)
+    GROUP BY x.community_id
+    ORDER BY events DESC, x.community_id
+    LIMIT $5::bigint
+),
+top AS (
+    SELECT community_id, events, true AS proven FROM pruned WHERE (SELECT proven FROM proof)
+    UNION ALL
+    SELECT community_id, events, false FROM everyone
+)
+SELECT top.community_id, m.name, top.events, top.proven
+FROM top
+LEFT JOIN communities AS m ON m.id = top.community_id
+ORDER BY top.events DESC, top.community_id

@@ -1,10 +1,87 @@
--- The entities with the most events ($5: how many). $4 is unused here
--- (rollup_entities is not kept per event type).
-SELECT entity_type, entity_id, sum(events)::bigint AS events
-FROM rollup_entities
-WHERE bucket >= $1::timestamptz AND bucket < $2::timestamptz
-  AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
-  AND $4::text IS NULL
-GROUP BY entity_type, entity_id
+-- The entities with the most events in the communities $3 ($5: how many), exactly,
+-- without summing every entity's counts when it need not: the threshold rule
+-- of sql/migrations/0003_top_lists.sql. One statement (one snapshot):
+--   rest       every entity's exact count outside the range's whole clean UTC
+--              days (its ends, dirty days), from the 15-minute rows;
+--   ranked     each whole day's 2 × $5 + 1 entities with the most events (index order);
+--   candidates each day's first 2 × $5, and the first 2 × $5 of rest;
+--   bound      the most anyone else can have: the sum of each day's
+--              (2 × $5 + 1)-th count and rest's;
+--   pruned     the candidates' exact totals, ranked; proven when the last
+--              of them has more than bound (or no other entity has any event).
+-- When it is not proven, every entity's counts are summed (everyone), and only
+-- then: the one-time filter on `proven` keeps PostgreSQL from reading them
+-- otherwise. $4 is unused (entity rows are not kept per event type).
+WITH tiles AS MATERIALIZED (
+    SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
+),
+days AS MATERIALIZED (
+    SELECT coalesce(array_agg(tile_from), '{}') AS days FROM tiles WHERE grain = 1440
+),
+rest AS MATERIALIZED (
+    SELECT r.entity_type, r.entity_id, sum(r.events)::bigint AS events
+    FROM tiles AS t
+    CROSS JOIN LATERAL (
+        SELECT entity_type, entity_id, events FROM rollup_entities
+        WHERE t.grain < 1440 AND community_id = ANY ($3::uuid[])
+          AND bucket >= t.tile_from AND bucket < t.tile_to
+        OFFSET 0  -- one index range per tile (README)
+    ) AS r
+    WHERE $4::text IS NULL
+    GROUP BY r.entity_type, r.entity_id
+),
+ranked AS MATERIALIZED (
+    SELECT d.entity_type, d.entity_id, d.events, d.place
+    FROM tiles AS t
+    CROSS JOIN unnest($3::uuid[]) AS c (id)
+    CROSS JOIN LATERAL (
+        SELECT entity_type, entity_id, events, row_number() OVER (ORDER BY events DESC) AS place
+        FROM rollup_entity_days
+        WHERE t.grain = 1440 AND community_id = c.id AND day = t.tile_from
+        ORDER BY events DESC
+        LIMIT 2 * $5::bigint + 1
+    ) AS d
+),
+candidates AS (
+    SELECT entity_type, entity_id FROM ranked WHERE place <= 2 * $5::bigint
+    UNION
+    SELECT entity_type, entity_id FROM (SELECT entity_type, entity_id FROM rest ORDER BY events DESC LIMIT 2 * $5::bigint) AS r
+),
+bound AS MATERIALIZED (
+    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 2 * $5::bigint + 1), 0)
+         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 2 * $5::bigint LIMIT 1), 0) AS most
+),
+pruned AS MATERIALIZED (
+    SELECT c.entity_type, c.entity_id,
+           (coalesce((SELECT r.events FROM rest AS r
+                      WHERE r.entity_type = c.entity_type AND r.entity_id = c.entity_id), 0)
+            + coalesce((SELECT sum(u.events) FROM rollup_entity_days AS u, days
+                        WHERE u.community_id = ANY ($3::uuid[]) AND u.entity_type = c.entity_type
+                          AND u.entity_id = c.entity_id AND u.day = ANY (days.days)), 0))::bigint AS events
+    FROM candidates AS c
+    ORDER BY events DESC, c.entity_type, c.entity_id
+    LIMIT $5::bigint
+),
+proof AS MATERIALIZED (
+    SELECT (SELECT most FROM bound) = 0
+           OR ((SELECT count(*) FROM pruned) = $5::bigint
+               AND (SELECT min(events) FROM pruned) > (SELECT most FROM bound)) AS proven
+),
+everyone AS (
+    SELECT x.entity_type, x.entity_id, sum(x.events)::bigint AS events
+    FROM (
+        SELECT entity_type, entity_id, events FROM rest
+        UNION ALL
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, days
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+    ) AS x
+    WHERE NOT (SELECT proven FROM proof)
+    GROUP BY x.entity_type, x.entity_id
+    ORDER BY events DESC, x.entity_type, x.entity_id
+    LIMIT $5::bigint
+)
+SELECT entity_type, entity_id, events, (SELECT proven FROM proof) AS proven FROM pruned
+WHERE (SELECT proven FROM proof)
+UNION ALL
+SELECT entity_type, entity_id, events, false FROM everyone
 ORDER BY events DESC, entity_type, entity_id
-LIMIT $5
