@@ -1,14 +1,16 @@
 -- The analytics benchmark's bulk load: $1 events over the 90 days before
 -- now(), for 2,000 communities of very different sizes (the largest gets
--- about a tenth of all events, most get a few hundred) and 1,000,000 users,
--- in the realistic mix of the ten event types. Rollups are then rebuilt from
+-- about a tenth of all events, most get a few hundred) and 1,000,000 users
+-- as unequally active as on real platforms (the same cubic law: the most
+-- active 1% of users do about a fifth of the events, the ten most active 2%
+-- of them), in the realistic mix of the ten event types. Rollups are then rebuilt from
 -- these rows (`Store::rebuild_rollups`), the same definition the consumer
 -- maintains incrementally (tests/e2e/analytics.rs checks they agree).
 -- Run after load_profiles.sql, in slices ($2 = first row number).
 WITH raw AS (
     SELECT i,
            floor(2000 * power(random(), 3))::int AS c,
-           floor(1000000 * random())::int AS u,
+           floor(1000000 * power(random(), 3))::int AS u,
            random() AS t,
            now() - random() * interval '90 days' AS at
     FROM generate_series($2::bigint, $2::bigint + $1::bigint - 1) AS i

@@ -1218,12 +1218,18 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
             }
         }
         for (community, k) in picks {
+            // Flat: everyone once a day, at noon.
+            let at = if community == flat {
+                start + TimeDelta::hours(12) + TimeDelta::seconds(k as i64)
+            } else {
+                start + TimeDelta::seconds(rng.gen_range(0..86_400))
+            };
             events.push(Ev {
                 community: Some(community),
                 user: Some(users[k]),
                 event_type: "github.push".to_owned(),
                 entity: Some(("repository".to_owned(), format!("r{k:03}"))),
-                at: start + TimeDelta::seconds(rng.gen_range(0..86_400)),
+                at,
             });
         }
     }

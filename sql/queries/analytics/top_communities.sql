@@ -40,17 +40,17 @@ ranked AS MATERIALIZED (
           AND grain = 1440 AND bucket = t.tile_from AND event_type = '*'
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
         ORDER BY events DESC
-        LIMIT 2 * $5::bigint + 1
+        LIMIT 4 * $5::bigint + 1
     ) AS d
 ),
 candidates AS (
-    SELECT community_id FROM ranked WHERE place <= 2 * $5::bigint
+    SELECT community_id FROM ranked WHERE place <= 4 * $5::bigint
     UNION
-    SELECT community_id FROM (SELECT community_id FROM rest ORDER BY events DESC LIMIT 2 * $5::bigint) AS r
+    SELECT community_id FROM (SELECT community_id FROM rest ORDER BY events DESC LIMIT 4 * $5::bigint) AS r
 ),
 bound AS MATERIALIZED (
-    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 2 * $5::bigint + 1), 0)
-         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 2 * $5::bigint LIMIT 1), 0) AS most
+    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 4 * $5::bigint + 1), 0)
+         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
     SELECT c.community_id,

@@ -3,10 +3,10 @@
 -- of sql/migrations/0003_top_lists.sql. One statement (one snapshot):
 --   rest       every user's exact count outside the range's whole clean UTC
 --              days (its ends, dirty days), from the 15-minute rows;
---   ranked     each whole day's 2 × $5 + 1 most active users (index order);
---   candidates each day's first 2 × $5, and the first 2 × $5 of rest;
+--   ranked     each whole day's 4 × $5 + 1 most active users (index order);
+--   candidates each day's first 4 × $5, and the first 4 × $5 of rest;
 --   bound      the most anyone else can have: the sum of each day's
---              (2 × $5 + 1)-th count and rest's;
+--              (4 × $5 + 1)-th count and rest's;
 --   pruned     the candidates' exact totals, ranked; proven when the last
 --              of them has more than bound (or no one else has any event).
 -- When it is not proven, everyone's counts are summed (everyone), and only
@@ -39,17 +39,17 @@ ranked AS MATERIALIZED (
         FROM rollup_user_days
         WHERE t.grain = 1440 AND community_id = c.id AND day = t.tile_from
         ORDER BY events DESC
-        LIMIT 2 * $5::bigint + 1
+        LIMIT 4 * $5::bigint + 1
     ) AS d
 ),
 candidates AS (
-    SELECT user_id FROM ranked WHERE place <= 2 * $5::bigint
+    SELECT user_id FROM ranked WHERE place <= 4 * $5::bigint
     UNION
-    SELECT user_id FROM (SELECT user_id FROM rest ORDER BY events DESC LIMIT 2 * $5::bigint) AS r
+    SELECT user_id FROM (SELECT user_id FROM rest ORDER BY events DESC LIMIT 4 * $5::bigint) AS r
 ),
 bound AS MATERIALIZED (
-    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 2 * $5::bigint + 1), 0)
-         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 2 * $5::bigint LIMIT 1), 0) AS most
+    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 4 * $5::bigint + 1), 0)
+         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
     SELECT c.user_id,
