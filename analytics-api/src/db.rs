@@ -11,6 +11,10 @@ use crate::error::ApiError;
 /// Longest any API query may run.
 const STATEMENT_TIMEOUT: &str = "5s";
 
+/// (JIT compilation is off too: the queries read few rows but their
+/// estimates, over functions returning sets, are large enough to make
+/// PostgreSQL spend 200 ms compiling each.)
+///
 /// Memory for each sort or hash of a query: top lists over long ranges
 /// aggregate a few hundred thousand rollup rows, which spill to disk at
 /// PostgreSQL's default of 4 MB.
@@ -45,7 +49,8 @@ pub async fn scoped<'a>(
                     set_config('activity.scope_user', $3, true),
                     set_config('TimeZone', $4, true),
                     set_config('statement_timeout', $5, true),
-                    set_config('work_mem', $6, true)",
+                    set_config('work_mem', $6, true),
+                    set_config('jit', 'off', true)",
         )
         .await?;
     tx.execute(

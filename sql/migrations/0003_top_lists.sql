@@ -60,6 +60,90 @@ CREATE POLICY api_read ON rollup_entity_days FOR SELECT TO activity_api USING (
     activity_scope_all() OR community_id = ANY (activity_scope_communities())
 );
 
+-- Hours, compacted on their own while their day goes on (today): the batch
+-- that writes to an hour marks it, as it marks the day, and the compactor
+-- sums each dirty hour that is over into its hour rows and unmarks it (and
+-- unmarks a day's hours when it compacts the day). Queries read a dirty
+-- day's clean hours from their hour rows (activity_tiles() below), so a
+-- range over today reads hour rows for all but the current hour.
+CREATE TABLE rollup_dirty_hours (
+    hour   TIMESTAMPTZ PRIMARY KEY,
+    since  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+GRANT SELECT ON rollup_dirty_hours TO activity_api;
+ALTER TABLE rollup_dirty_hours ENABLE ROW LEVEL SECURITY;
+CREATE POLICY api_read ON rollup_dirty_hours FOR SELECT TO activity_api USING (true);
+-- The hours of days dirty until now were never marked: mark those with rows.
+INSERT INTO rollup_dirty_hours (hour)
+SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+FROM rollup_events
+WHERE grain = 15 AND activity_day(bucket) IN (SELECT day FROM rollup_dirty_days)
+ON CONFLICT DO NOTHING;
+
+-- How a query reads [lo, hi) (15-minute boundaries) from rollup_events: as
+-- tiles, each a range of buckets of one grain, covering every instant of
+-- [lo, hi) exactly once. A UTC day that is not dirty is read from its day
+-- row when the range covers it whole. Otherwise its whole hours are read
+-- from their hour rows, except dirty hours (the current one, or one with
+-- events not compacted yet), which are read from their 15-minute rows, as
+-- are the ends of the range. An hour that is not dirty has current hour
+-- rows or no events at all. All in absolute time (date_bin, 24 hours),
+-- whatever the session's TimeZone.
+CREATE OR REPLACE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ)
+RETURNS TABLE (grain SMALLINT, tile_from TIMESTAMPTZ, tile_to TIMESTAMPTZ)
+-- PL/pgSQL, not SQL: a SQL function would be inlined and planned as a guess
+-- of 1,000 tiles, which made the planner hash-join whole rollup tables
+-- instead of reading each tile through the index. JIT off: the planner
+-- guesses 1,000 rows per generate_series, enough to make it compile the
+-- query (200 ms) for the few rows it reads.
+LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 8 SET jit = off AS $$
+BEGIN
+    RETURN QUERY
+    WITH days AS (
+        SELECT d, greatest(d, lo) AS a, least(d + interval '24 hours', hi) AS b,
+               NOT EXISTS (SELECT 1 FROM rollup_dirty_days AS x WHERE x.day = d) AS clean
+        FROM generate_series(activity_day(lo), hi - interval '1 microsecond',
+                             interval '24 hours') AS d
+        WHERE lo < hi
+    ),
+    shaped AS (
+        SELECT d, a, b,
+               date_bin('1 hour', a + interval '1 hour' - interval '1 microsecond',
+                        TIMESTAMPTZ '2000-01-01 00:00:00+00') AS ha,
+               date_bin('1 hour', b, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hb,
+               clean AND a = d AND b = d + interval '24 hours' AS whole
+        FROM days
+    ),
+    hours AS (
+        SELECT s.d, h,
+               NOT EXISTS (SELECT 1 FROM rollup_dirty_hours AS x WHERE x.hour = h) AS clean
+        FROM shaped AS s
+        CROSS JOIN LATERAL generate_series(s.ha, s.hb - interval '1 hour', interval '1 hour') AS h
+        WHERE NOT s.whole
+    ),
+    -- Runs of consecutive hours alike: one tile each.
+    runs AS (
+        SELECT clean, min(h) AS f, max(h) + interval '1 hour' AS u
+        FROM (SELECT d, h, clean,
+                     h - interval '1 hour' * row_number() OVER (PARTITION BY d, clean ORDER BY h) AS run
+              FROM hours) AS x
+        GROUP BY d, clean, run
+    )
+    SELECT t.g::smallint, t.f, t.u
+    FROM shaped AS s
+    CROSS JOIN LATERAL (VALUES
+        (1440, s.a, s.b, s.whole),
+        (15, s.a, s.ha, NOT s.whole AND s.ha < s.hb),
+        (15, s.hb, s.b, NOT s.whole AND s.ha < s.hb),
+        (15, s.a, s.b, NOT s.whole AND s.ha >= s.hb)
+    ) AS t (g, f, u, used)
+    WHERE t.used AND t.f < t.u
+    UNION ALL
+    SELECT CASE WHEN r.clean THEN 60 ELSE 15 END::smallint, r.f, r.u
+    FROM runs AS r;
+END
+$$;
+
 -- Days compacted before these tables existed have no rows in them yet: mark
 -- them dirty, so queries read their 15-minute rows until the compactor has
 -- written their day rows.

@@ -46,13 +46,20 @@ events_rolled AS (
     DO UPDATE SET events = r.events + excluded.events,
                   users = coalesce(hll_union(r.users, excluded.users), r.users, excluded.users)
 ),
--- The days written to lose their hour and day rows until the compactor sums
--- them again (the caller holds the days' shared locks: sql/migrations/0002).
+-- The days and hours written to lose their day and hour rows until the
+-- compactor sums them again (the caller holds the days' shared locks:
+-- sql/migrations/0002 and 0003).
 dirtied AS (
     INSERT INTO rollup_dirty_days (day)
     SELECT DISTINCT activity_day(bucket) FROM stored
     ORDER BY 1
     ON CONFLICT (day) DO NOTHING
+),
+hours_dirtied AS (
+    INSERT INTO rollup_dirty_hours (hour)
+    SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') FROM stored
+    ORDER BY 1
+    ON CONFLICT (hour) DO NOTHING
 ),
 users_rolled AS (
     INSERT INTO rollup_users AS r (community_id, bucket, user_id, event_type, events)

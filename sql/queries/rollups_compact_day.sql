@@ -1,7 +1,8 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour rows
 -- and its day row, per event type and for every type together ('*', rows
 -- only compaction writes), its 15-minute user and entity rows into their day
--- rows (every type together: the top lists' candidates), and unmarks the day. Run by rollups.rs after
+-- rows (every type together: the top lists' candidates), and unmarks the day
+-- and its hours. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's lock
 -- exclusively (or every rollup table's). Returns the 15-minute rows read.
 WITH quarters AS (
@@ -38,5 +39,9 @@ entity_days AS (
 ),
 unmarked AS (
     DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz
+),
+hours_unmarked AS (
+    DELETE FROM rollup_dirty_hours
+    WHERE hour >= $1::timestamptz AND hour < $1::timestamptz + interval '24 hours'
 )
 SELECT count(*) FROM quarters

@@ -367,10 +367,38 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     // As stored: every day is dirty and read from its 15-minute rows.
     check_every_number(&w).await;
 
-    // Compacted: whole days from day rows, whole hours from hour rows.
+    // Compacted as a compactor running at 13:00 on Mar 29 would: the days
+    // before from day rows; that day, still going on, from hour rows until
+    // 13:00 and from 15-minute rows after.
     let store = Store::connect(&w.db.url, 1).expect("store");
+    let midday = utc("2026-03-29T13:00:00Z");
+    assert!(store.compact_rollups(midday).await.expect("compact") > 20);
+    let hours = |from: &str, to: &str| {
+        format!("SELECT count(*) FROM rollup_dirty_hours WHERE hour >= '{from}' AND hour < '{to}'")
+    };
+    assert_eq!(
+        w.db.count(&hours("2026-03-29T00:00:00Z", "2026-03-29T13:00:00Z"))
+            .await,
+        0,
+        "the hours that are over are compacted"
+    );
+    assert!(
+        w.db.count(&hours("2026-03-29T13:00:00Z", "2026-03-30T00:00:00Z"))
+            .await
+            > 0,
+        "the hours to come are not"
+    );
+    assert_eq!(
+        w.db.count("SELECT count(*) FROM rollup_dirty_days WHERE day = '2026-03-29T00:00:00Z'")
+            .await,
+        1,
+        "the day is still dirty"
+    );
+    check_every_number(&w).await;
+
+    // Compacted: whole days from day rows, whole hours from hour rows.
     let compacted = store.compact_rollups(Utc::now()).await.expect("compact");
-    assert!(compacted > 50, "compacted {compacted} days");
+    assert!(compacted > 20, "compacted {compacted} days");
     let dirty_days = "SELECT count(*) FROM rollup_dirty_days";
     assert_eq!(
         w.db.count(dirty_days).await,
@@ -1287,7 +1315,11 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
                     assert_eq!(was, proven, "entities of {community} proven");
                 }
             }
-            let all = || inside.iter().filter_map(|e| e.community.map(|c| c.to_string()));
+            let all = || {
+                inside
+                    .iter()
+                    .filter_map(|e| e.community.map(|c| c.to_string()))
+            };
             let (list, was) = top_list(client, communities_sql, range, None, 3).await;
             assert_eq!(list, expected_top(all(), 3), "top communities");
             if compacted {
@@ -1295,7 +1327,8 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
             }
             // A caller limited to some communities: their counts, summed.
             let scope = vec![flat, small[0], small[1]];
-            let (list, was) = top_list(client, communities_sql, range, Some(scope.clone()), 2).await;
+            let (list, was) =
+                top_list(client, communities_sql, range, Some(scope.clone()), 2).await;
             let scoped = all().filter(|c| scope.iter().any(|s| s.to_string() == *c));
             assert_eq!(list, expected_top(scoped, 2), "top of some communities");
             assert!(!was, "a scoped list is summed");
@@ -1317,6 +1350,9 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
         at: utc("2026-05-10T12:00:00Z"),
     };
     events.push(late.clone());
-    store.insert_batch(&store_all(&[late])).await.expect("late event");
+    store
+        .insert_batch(&store_all(&[late]))
+        .await
+        .expect("late event");
     check(events, true).await;
 }

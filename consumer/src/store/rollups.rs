@@ -3,11 +3,13 @@
 //!
 //! The consumer keeps the 15-minute rollups in step with `activities` as it
 //! stores events (`sql/queries/insert_activities.sql`) and marks the UTC days
-//! it wrote to as dirty. The compactor ([`Store::keep_compacted`], run by
-//! every `activity consume`) sums each dirty day that is over into hour and
-//! day rows, so long ranges read a few rows per day; queries read a dirty day
-//! from its 15-minute rows (`activity_tiles()` in `sql/migrations/0002`), so
-//! answers are exact whether or not a day is compacted yet.
+//! and hours it wrote to as dirty. The compactor ([`Store::keep_compacted`],
+//! run by every `activity consume`) sums each dirty day that is over into
+//! hour and day rows (and user and entity day rows, for the top lists), and
+//! each dirty hour that is over of today into hour rows, so long ranges read
+//! a few rows per day; queries read a dirty hour from its 15-minute rows
+//! (`activity_tiles()` in `sql/migrations/0003`), so answers are exact
+//! whether or not anything is compacted yet.
 //!
 //! A rebuild recomputes a range after a bug fix or a backfill. It is
 //! idempotent: rebuilding twice gives the same rows as rebuilding once.
@@ -51,7 +53,7 @@ impl Store {
         let tx = client.transaction().await?;
         tx.batch_execute(
             "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
-             rollup_entity_days, rollup_dirty_days \
+             rollup_entity_days, rollup_dirty_days, rollup_dirty_hours \
              IN EXCLUSIVE MODE",
         )
         .await?;
@@ -78,44 +80,47 @@ impl Store {
         Ok(Rebuilt { from, to, events })
     }
 
-    /// Compacts every dirty UTC day that ended at or before `now` and that no
-    /// transaction is writing to; returns the days compacted. Safe beside
-    /// consumers and other compactors.
+    /// Compacts every dirty UTC day that ended at or before `now`, and every
+    /// dirty hour that did of a day that did not (today); returns how many
+    /// days and hours it compacted. Safe beside consumers and other
+    /// compactors.
     pub async fn compact_rollups(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut client = self.pool().get().await?;
-        let days: Vec<DateTime<Utc>> = client
+        let due: Vec<(DateTime<Utc>, bool)> = client
             .query(
-                include_str!("../../../sql/queries/rollups_dirty_days.sql"),
+                include_str!("../../../sql/queries/rollups_dirty.sql"),
                 &[&now],
             )
             .await?
             .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+            .map(|row| Ok((row.try_get("at")?, row.try_get("day")?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
         let mut compacted = 0;
-        for day in days {
+        for (at, whole_day) in due {
             let tx = client.transaction().await?;
-            // Only when no transaction is writing to the day (else the day is
-            // busy and waits for a later round); new ones wait until this one
-            // commits.
-            let locked: bool = tx
-                .query_one(
-                    "SELECT pg_try_advisory_xact_lock($1, activity_day_lock($2))",
-                    &[&DAY_LOCK_NAMESPACE, &day],
-                )
-                .await?
-                .try_get(0)?;
-            // Another compactor may have done it meanwhile.
-            let still_dirty = locked
+            let still_dirty = lock_day(&tx, at).await?
                 && tx
-                    .query_opt("SELECT 1 FROM rollup_dirty_days WHERE day = $1", &[&day])
+                    .query_opt(
+                        if whole_day {
+                            "SELECT 1 FROM rollup_dirty_days WHERE day = $1"
+                        } else {
+                            "SELECT 1 FROM rollup_dirty_hours WHERE hour = $1"
+                        },
+                        &[&at],
+                    )
                     .await?
                     .is_some();
-            if still_dirty {
-                compact_day(&tx, day).await?;
-                compacted += 1;
+            if !still_dirty {
+                tx.rollback().await?;
+                continue;
+            }
+            if whole_day {
+                compact_day(&tx, at).await?;
+            } else {
+                compact_hour(&tx, at).await?;
             }
             tx.commit().await?;
+            compacted += 1;
         }
         Ok(compacted)
     }
@@ -137,8 +142,56 @@ impl Store {
     }
 }
 
+/// Takes the lock of the UTC day holding `at` exclusively for the
+/// transaction: it waits (at most a second) for the batches writing to the
+/// day to commit, and new ones wait for it. False when the day stayed busy
+/// (it waits for a later round; queries stay exact meanwhile).
+async fn lock_day(
+    tx: &tokio_postgres::Transaction<'_>,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
+    let locked = tx
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, activity_day_lock(activity_day($2)))",
+            &[&DAY_LOCK_NAMESPACE, &at],
+        )
+        .await;
+    match locked {
+        Ok(_) => {
+            tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
+            Ok(true)
+        }
+        Err(error)
+            if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Replaces the hour rows of one hour (of a day still going on) with the
+/// sums of its 15-minute rows, and unmarks it.
+async fn compact_hour(
+    tx: &tokio_postgres::Transaction<'_>,
+    hour: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM rollup_events WHERE grain = 60 AND bucket = $1",
+        &[&hour],
+    )
+    .await?;
+    tx.query_one(
+        include_str!("../../../sql/queries/rollups_compact_hour.sql"),
+        &[&hour],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Replaces the hour and day rows of one UTC day with the sums of its
-/// 15-minute rows, and unmarks it.
+/// 15-minute rows, and unmarks it and its hours.
 async fn compact_day(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
