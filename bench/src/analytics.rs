@@ -278,12 +278,15 @@ async fn load(
         .await?;
     let rollup_seconds = started.elapsed().as_secs_f64();
     // The rebuild compacted today too; a running pipeline compacts a day
-    // only once it is over, so queries read today from its 15-minute rows.
+    // only once it is over, and an hour once it is over, so queries read
+    // today from its hour rows and the current hour from its 15-minute rows.
     client
         .batch_execute(
             "INSERT INTO rollup_dirty_days (day) VALUES (activity_day(now())) ON CONFLICT DO NOTHING;
-             VACUUM ANALYZE",
+             INSERT INTO rollup_dirty_hours (hour)
+             VALUES (date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')) ON CONFLICT DO NOTHING",
         )
         .await?;
+    client.batch_execute("VACUUM ANALYZE").await?;
     Ok((load_seconds, rollup_seconds))
 }

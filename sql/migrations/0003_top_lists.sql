@@ -23,7 +23,8 @@ CREATE TABLE rollup_user_days (
     day          TIMESTAMPTZ NOT NULL,
     user_id      UUID NOT NULL,
     events       BIGINT NOT NULL,
-    PRIMARY KEY (community_id, user_id, day)
+    -- A candidate's days, read from the index alone.
+    PRIMARY KEY (community_id, user_id, day) INCLUDE (events)
 );
 -- A day's users, most active first: the candidates.
 CREATE INDEX rollup_user_days_rank_idx ON rollup_user_days (community_id, day, events DESC) INCLUDE (user_id);
@@ -36,19 +37,20 @@ CREATE TABLE rollup_entity_days (
     entity_type  TEXT NOT NULL,
     entity_id    TEXT NOT NULL,
     events       BIGINT NOT NULL,
-    PRIMARY KEY (community_id, entity_type, entity_id, day)
+    PRIMARY KEY (community_id, entity_type, entity_id, day) INCLUDE (events)
 );
 CREATE INDEX rollup_entity_days_rank_idx ON rollup_entity_days (community_id, day, events DESC) INCLUDE (entity_type, entity_id);
 CREATE INDEX rollup_entity_days_day_idx ON rollup_entity_days (day);
 -- Compaction reads a day's 15-minute entity rows.
 CREATE INDEX rollup_entities_bucket_idx ON rollup_entities (bucket);
 
--- A day's communities, most active first (every type together), and one
--- community's days: the candidates of top communities and their totals.
-CREATE INDEX rollup_events_day_rank_idx ON rollup_events (bucket, events DESC) INCLUDE (community_id)
-    WHERE grain = 1440 AND event_type = '*';
-CREATE INDEX rollup_events_community_days_idx ON rollup_events (community_id, bucket) INCLUDE (events)
-    WHERE grain = 1440 AND event_type = '*';
+-- An hour's or a day's communities, most active first (every type
+-- together), and one community's hours and days: the candidates of top
+-- communities and their totals.
+CREATE INDEX rollup_events_rank_idx ON rollup_events (grain, bucket, events DESC) INCLUDE (community_id)
+    WHERE event_type = '*';
+CREATE INDEX rollup_events_community_all_types_idx ON rollup_events (community_id, grain, bucket) INCLUDE (events)
+    WHERE event_type = '*';
 
 GRANT SELECT ON rollup_user_days, rollup_entity_days TO activity_api;
 ALTER TABLE rollup_user_days ENABLE ROW LEVEL SECURITY;

@@ -1,15 +1,20 @@
 -- The communities with the most events ($5: how many), exactly, by the
 -- threshold rule of sql/migrations/0003_top_lists.sql (top_users.sql
 -- explains the steps). Counts of every type together: a 15-minute tile's
--- rows of every type, an hour tile's '*' rows, a whole clean day's '*' row.
--- Events without a community are not a community. For a caller limited to
--- some communities ($3 not NULL) their counts are simply summed, as they
--- are when the list is not proven. $4 is unused (every event type).
+-- rows of every type (rest), an hour's or a whole clean day's '*' rows
+-- (listed: each hour and each day its own list). Events without a community
+-- are not a community. For a caller limited to some communities ($3 not
+-- NULL) their counts are simply summed, as they are when the list is not
+-- proven. $4 is unused (every event type).
 WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
-days AS MATERIALIZED (
-    SELECT coalesce(array_agg(tile_from), '{}') AS days FROM tiles WHERE grain = 1440
+listed AS MATERIALIZED (
+    SELECT t.grain, b AS bucket
+    FROM tiles AS t
+    CROSS JOIN LATERAL generate_series(t.tile_from, t.tile_to - make_interval(mins => t.grain),
+                                       make_interval(mins => t.grain)) AS b
+    WHERE t.grain > 15
 ),
 rest AS MATERIALIZED (
     SELECT r.community_id, sum(r.events)::bigint AS events
@@ -19,12 +24,6 @@ rest AS MATERIALIZED (
         WHERE t.grain = 15 AND grain = 15 AND bucket >= t.tile_from AND bucket < t.tile_to
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
           AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
-        UNION ALL
-        SELECT community_id, events FROM rollup_events
-        WHERE t.grain = 60 AND grain = 60 AND bucket >= t.tile_from AND bucket < t.tile_to
-          AND event_type = '*'
-          AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
-          AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
         OFFSET 0  -- one index range per tile (README)
     ) AS r
     WHERE $4::text IS NULL
@@ -32,12 +31,11 @@ rest AS MATERIALIZED (
 ),
 ranked AS MATERIALIZED (
     SELECT d.community_id, d.events, d.place
-    FROM tiles AS t
+    FROM listed AS l
     CROSS JOIN LATERAL (
         SELECT community_id, events, row_number() OVER (ORDER BY events DESC) AS place
         FROM rollup_events
-        WHERE t.grain = 1440 AND $3::uuid[] IS NULL
-          AND grain = 1440 AND bucket = t.tile_from AND event_type = '*'
+        WHERE $3::uuid[] IS NULL AND grain = l.grain AND bucket = l.bucket AND event_type = '*'
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
         ORDER BY events DESC
         LIMIT 4 * $5::bigint + 1
@@ -53,13 +51,23 @@ bound AS MATERIALIZED (
          + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
-    SELECT c.community_id,
-           (coalesce((SELECT r.events FROM rest AS r WHERE r.community_id = c.community_id), 0)
-            + coalesce((SELECT sum(e.events) FROM rollup_events AS e, days
-                        WHERE e.community_id = c.community_id AND e.grain = 1440
-                          AND e.event_type = '*' AND e.bucket = ANY (days.days)), 0))::bigint AS events
-    FROM candidates AS c
-    ORDER BY events DESC, c.community_id
+    SELECT x.community_id, sum(x.events)::bigint AS events
+    FROM (
+        SELECT community_id, events FROM rest
+        WHERE community_id IN (SELECT community_id FROM candidates)
+        UNION ALL
+        SELECT c.community_id, e.events
+        FROM candidates AS c
+        CROSS JOIN tiles AS t
+        CROSS JOIN LATERAL (
+            SELECT events FROM rollup_events
+            WHERE t.grain > 15 AND community_id = c.community_id AND grain = t.grain
+              AND bucket >= t.tile_from AND bucket < t.tile_to AND event_type = '*'
+            OFFSET 0
+        ) AS e
+    ) AS x
+    GROUP BY x.community_id
+    ORDER BY events DESC, x.community_id
     LIMIT $5::bigint
 ),
 proof AS MATERIALIZED (
@@ -73,10 +81,16 @@ everyone AS (
     FROM (
         SELECT community_id, events FROM rest
         UNION ALL
-        SELECT e.community_id, e.events FROM rollup_events AS e, days
-        WHERE e.grain = 1440 AND e.event_type = '*' AND e.bucket = ANY (days.days)
-          AND e.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
-          AND ($3::uuid[] IS NULL OR e.community_id = ANY ($3::uuid[]))
+        SELECT e.community_id, e.events
+        FROM tiles AS t
+        CROSS JOIN LATERAL (
+            SELECT community_id, events FROM rollup_events
+            WHERE t.grain > 15 AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
+              AND event_type = '*'
+              AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+              AND ($3::uuid[] IS NULL OR community_id = ANY ($3::uuid[]))
+            OFFSET 0
+        ) AS e
     ) AS x
     WHERE NOT (SELECT proven FROM proof)
     GROUP BY x.community_id

@@ -52,14 +52,17 @@ bound AS MATERIALIZED (
          + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
-    SELECT c.entity_type, c.entity_id,
-           (coalesce((SELECT r.events FROM rest AS r
-                      WHERE r.entity_type = c.entity_type AND r.entity_id = c.entity_id), 0)
-            + coalesce((SELECT sum(u.events) FROM rollup_entity_days AS u, days
-                        WHERE u.community_id = ANY ($3::uuid[]) AND u.entity_type = c.entity_type
-                          AND u.entity_id = c.entity_id AND u.day = ANY (days.days)), 0))::bigint AS events
-    FROM candidates AS c
-    ORDER BY events DESC, c.entity_type, c.entity_id
+    SELECT x.entity_type, x.entity_id, sum(x.events)::bigint AS events
+    FROM (
+        SELECT entity_type, entity_id, events FROM rest
+        WHERE (entity_type, entity_id) IN (SELECT entity_type, entity_id FROM candidates)
+        UNION ALL
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, days
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+          AND (u.entity_type, u.entity_id) IN (SELECT entity_type, entity_id FROM candidates)
+    ) AS x
+    GROUP BY x.entity_type, x.entity_id
+    ORDER BY events DESC, x.entity_type, x.entity_id
     LIMIT $5::bigint
 ),
 proof AS MATERIALIZED (

@@ -52,13 +52,17 @@ bound AS MATERIALIZED (
          + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
-    SELECT c.user_id,
-           (coalesce((SELECT r.events FROM rest AS r WHERE r.user_id = c.user_id), 0)
-            + coalesce((SELECT sum(u.events) FROM rollup_user_days AS u, days
-                        WHERE u.community_id = ANY ($3::uuid[]) AND u.user_id = c.user_id
-                          AND u.day = ANY (days.days)), 0))::bigint AS events
-    FROM candidates AS c
-    ORDER BY events DESC, c.user_id
+    SELECT x.user_id, sum(x.events)::bigint AS events
+    FROM (
+        SELECT user_id, events FROM rest
+        WHERE user_id IN (SELECT user_id FROM candidates)
+        UNION ALL
+        SELECT u.user_id, u.events FROM rollup_user_days AS u, days
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+          AND u.user_id IN (SELECT user_id FROM candidates)
+    ) AS x
+    GROUP BY x.user_id
+    ORDER BY events DESC, x.user_id
     LIMIT $5::bigint
 ),
 proof AS MATERIALIZED (
