@@ -82,14 +82,23 @@ FROM rollup_events
 WHERE grain = 15 AND activity_day(bucket) IN (SELECT day FROM rollup_dirty_days)
 ON CONFLICT DO NOTHING;
 
+-- Quarter-day rows (grain 360: 00:00, 06:00, 12:00, 18:00 UTC), written
+-- with the hour and day rows when a day is compacted: a day in a zone that
+-- is not UTC covers parts of two UTC days, which are then read from at most
+-- a few hour rows and three quarter-day rows instead of 24 hour rows (each
+-- a HyperLogLog sketch of up to 10 kB to merge).
+ALTER TABLE rollup_events DROP CONSTRAINT rollup_events_grain_check,
+    ADD CONSTRAINT rollup_events_grain_check CHECK (grain IN (15, 60, 360, 1440));
+
 -- How a query reads [lo, hi) (15-minute boundaries) from rollup_events: as
 -- tiles, each a range of buckets of one grain, covering every instant of
 -- [lo, hi) exactly once. A UTC day that is not dirty is read from its day
--- row when the range covers it whole. Otherwise its whole hours are read
+-- row when the range covers it whole, and otherwise from quarter-day rows
+-- and hour rows for its whole hours. A dirty day's whole hours are read
 -- from their hour rows, except dirty hours (the current one, or one with
--- events not compacted yet), which are read from their 15-minute rows, as
--- are the ends of the range. An hour that is not dirty has current hour
--- rows or no events at all. All in absolute time (date_bin, 24 hours),
+-- events not compacted yet), read from their 15-minute rows; an hour that
+-- is not dirty has current hour rows or no events at all. The ends of the
+-- range are 15-minute rows. All in absolute time (date_bin, 24 hours),
 -- whatever the session's TimeZone.
 CREATE OR REPLACE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ)
 RETURNS TABLE (grain SMALLINT, tile_from TIMESTAMPTZ, tile_to TIMESTAMPTZ)
@@ -108,20 +117,28 @@ BEGIN
                              interval '24 hours') AS d
         WHERE lo < hi
     ),
-    shaped AS (
-        SELECT d, a, b,
+    hourly AS (
+        SELECT d, a, b, clean,
                date_bin('1 hour', a + interval '1 hour' - interval '1 microsecond',
                         TIMESTAMPTZ '2000-01-01 00:00:00+00') AS ha,
                date_bin('1 hour', b, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hb,
                clean AND a = d AND b = d + interval '24 hours' AS whole
         FROM days
     ),
+    shaped AS (
+        SELECT *,
+               date_bin('6 hours', ha + interval '6 hours' - interval '1 microsecond',
+                        TIMESTAMPTZ '2000-01-01 00:00:00+00') AS qa,
+               date_bin('6 hours', hb, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS qb,
+               clean AND NOT whole AND ha < hb AS partial
+        FROM hourly
+    ),
     hours AS (
         SELECT s.d, h,
                NOT EXISTS (SELECT 1 FROM rollup_dirty_hours AS x WHERE x.hour = h) AS clean
         FROM shaped AS s
         CROSS JOIN LATERAL generate_series(s.ha, s.hb - interval '1 hour', interval '1 hour') AS h
-        WHERE NOT s.whole
+        WHERE NOT s.clean
     ),
     -- Runs of consecutive hours alike: one tile each.
     runs AS (
@@ -137,7 +154,11 @@ BEGIN
         (1440, s.a, s.b, s.whole),
         (15, s.a, s.ha, NOT s.whole AND s.ha < s.hb),
         (15, s.hb, s.b, NOT s.whole AND s.ha < s.hb),
-        (15, s.a, s.b, NOT s.whole AND s.ha >= s.hb)
+        (15, s.a, s.b, NOT s.whole AND s.ha >= s.hb),
+        (60, s.ha, s.qa, s.partial AND s.qa < s.qb),
+        (360, s.qa, s.qb, s.partial AND s.qa < s.qb),
+        (60, s.qb, s.hb, s.partial AND s.qa < s.qb),
+        (60, s.ha, s.hb, s.partial AND s.qa >= s.qb)
     ) AS t (g, f, u, used)
     WHERE t.used AND t.f < t.u
     UNION ALL

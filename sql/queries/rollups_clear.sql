@@ -2,7 +2,7 @@
 -- rollups_rebuild.sql refills them (see there).
 WITH gone_events AS (
     DELETE FROM rollup_events
-    WHERE grain IN (15, 60, 1440) AND bucket >= $1 AND bucket < $2
+    WHERE grain IN (15, 60, 360, 1440) AND bucket >= $1 AND bucket < $2
 ),
 gone_users AS (
     DELETE FROM rollup_users WHERE bucket >= $1 AND bucket < $2

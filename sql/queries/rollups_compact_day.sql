@@ -1,5 +1,5 @@
--- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour rows
--- and its day row, per event type and for every type together ('*', rows
+-- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
+-- rows, quarter-day rows (grain 360) and day row, per event type and for every type together ('*', rows
 -- only compaction writes), its 15-minute user and entity rows into their day
 -- rows (every type together: the top lists' candidates), and unmarks the day
 -- and its hours. Run by rollups.rs after
@@ -7,7 +7,8 @@
 -- exclusively (or every rollup table's). Returns the 15-minute rows read.
 WITH quarters AS (
     SELECT community_id, event_type, events, users,
-           date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour
+           date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
+           date_bin('6 hours', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS quarter
     FROM rollup_events
     WHERE grain = 15 AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
 ),
@@ -16,6 +17,12 @@ hours AS (
     SELECT community_id, 60, hour, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY GROUPING SETS ((community_id, hour, event_type), (community_id, hour))
+),
+quarters_of_day AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT community_id, 360, quarter, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
+    FROM quarters
+    GROUP BY GROUPING SETS ((community_id, quarter, event_type), (community_id, quarter))
 ),
 days AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
