@@ -31,6 +31,9 @@ enum Command {
     /// Maintain the analytics rollups.
     #[command(subcommand)]
     Rollups(commands::rollups::Command),
+    /// Inspect the dead-letter topic, or replay what now validates.
+    #[command(subcommand)]
+    Dlq(commands::dlq::Command),
     /// Everything on one laptop: migrate, consume, optionally sample traffic; prints what it stored.
     Dev(commands::dev::Args),
 }
@@ -48,5 +51,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(args) => commands::api::run(settings, args).await,
         Command::Token(args) => commands::token::run(settings, args),
         Command::Rollups(command) => commands::rollups::run(settings, command).await,
+        Command::Dlq(command) => commands::dlq::run(settings, command).await,
     }
 }

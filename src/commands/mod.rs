@@ -3,6 +3,7 @@
 pub(crate) mod api;
 pub(crate) mod consume;
 pub(crate) mod dev;
+pub(crate) mod dlq;
 pub(crate) mod migrate;
 pub(crate) mod produce;
 pub(crate) mod rollups;

@@ -208,3 +208,144 @@ async fn each_bad_event_is_dead_lettered_with_its_reason_and_the_rest_stored() {
     assert_eq!(stored.len(), good.len());
     assert!(good.iter().all(|id| stored.contains(id)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_inspect_shows_why_and_replay_sends_back_what_now_validates_once() {
+    // Letters as a consumer would have written them: an event a database
+    // bug once refused (valid today), the same event again, and garbage.
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let codec = AvroCodec::new().expect("codec");
+    let event = NewEvent::new("user.login")
+        .user(Uuid::new_v4())
+        .community(Uuid::new_v4())
+        .validate(Utc::now())
+        .expect("valid");
+    let key = event.community_id().map(|c| c.to_string());
+    let bytes = codec.encode(&event).expect("encode");
+    let letter = |payload: &[u8], error: &str, offset: i64| {
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: dlq_headers::ERROR,
+                value: Some(error),
+            })
+            .insert(rdkafka::message::Header {
+                key: dlq_headers::SOURCE_TOPIC,
+                value: Some(topic.name.as_str()),
+            })
+            .insert(rdkafka::message::Header {
+                key: dlq_headers::SOURCE_PARTITION,
+                value: Some("0"),
+            })
+            .insert(rdkafka::message::Header {
+                key: dlq_headers::SOURCE_OFFSET,
+                value: Some(offset.to_string().as_str()),
+            });
+        (payload.to_vec(), headers)
+    };
+    let producer: rdkafka::producer::FutureProducer =
+        activity_core::kafka::client_config(&brokers())
+            .create()
+            .expect("producer");
+    let dlq = topic.dlq();
+    for (payload, headers) in [
+        letter(
+            &bytes,
+            "database refused the batch: value too long (22001)",
+            7,
+        ),
+        letter(
+            &bytes,
+            "database refused the batch: value too long (22001)",
+            8,
+        ),
+        letter(b"\x00\x01garbage", "not Avro single-object encoding", 9),
+    ] {
+        let mut record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&dlq)
+            .payload(payload.as_slice())
+            .headers(headers);
+        if let Some(key) = &key {
+            record = record.key(key.as_str());
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("letter written");
+    }
+
+    // inspect: every letter, its reason and source, a count per reason.
+    let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["dlq", "inspect", "--idle-ms", "3000"])
+        .env("KAFKA_BROKERS", brokers())
+        .env("KAFKA_TOPIC", &topic.name)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("activity dlq inspect");
+    let out = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{out}");
+    assert!(out.contains("3 dead letters"), "{out}");
+    assert!(out.contains(&format!("from {}[0]@9", topic.name)), "{out}");
+    assert!(out.contains("not Avro single-object encoding"), "{out}");
+    assert!(
+        out.contains("       2  database refused the batch"),
+        "{out}"
+    );
+
+    // replay: the valid two are sent back, the garbage is still refused.
+    let letters = activity_consumer::dlq::read_letters(
+        &brokers(),
+        &topic.dlq(),
+        Duration::from_secs(3),
+        usize::MAX,
+    )
+    .await
+    .expect("letters");
+    assert_eq!(letters.len(), 3);
+    let dry = activity_consumer::dlq::replay(&brokers(), &topic.name, &letters, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.sent.len(), 2);
+    let consumer = InProcessConsumer::start(&settings);
+    assert_eq!(
+        db.wait_for_events(1, Duration::from_secs(3)).await,
+        0,
+        "a dry run sends nothing"
+    );
+    for round in 0..2 {
+        let done = activity_consumer::dlq::replay(&brokers(), &topic.name, &letters, false)
+            .await
+            .expect("replay");
+        assert_eq!(done.sent, vec![(0, 0), (0, 1)], "round {round}");
+        assert_eq!(done.still_bad.len(), 1);
+        assert!(
+            done.still_bad[0].2.contains("not Avro"),
+            "{:?}",
+            done.still_bad
+        );
+    }
+    assert_eq!(db.wait_for_events(1, Duration::from_secs(60)).await, 1);
+    // Four copies of one event were sent; once they are all through, it is
+    // stored once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let counted = db
+            .count("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_progress")
+            .await;
+        if counted >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let totals = consumer.stop().await;
+    assert_eq!(totals.stored, 1);
+    assert_eq!(totals.duplicates, 3);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM activities WHERE event_id = '{}'",
+            event.event_id().as_uuid()
+        ))
+        .await,
+        1
+    );
+}
