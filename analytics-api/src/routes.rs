@@ -11,7 +11,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
-use crate::db::scoped;
+use crate::db::{for_top_lists, scoped};
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{parse_uuid, Cursor, Range, RawParams};
 use crate::reports::*;
@@ -170,6 +170,7 @@ pub async fn overview(
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
+    for_top_lists(&tx).await?;
     let top_communities = tx
         .query(
             include_str!("../../sql/queries/analytics/top_communities.sql"),
@@ -235,6 +236,7 @@ pub async fn community(
     };
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
+    for_top_lists(&tx).await?;
     let top_users = tx
         .query(
             include_str!("../../sql/queries/analytics/top_users.sql"),

@@ -104,10 +104,13 @@ CREATE OR REPLACE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ)
 RETURNS TABLE (grain SMALLINT, tile_from TIMESTAMPTZ, tile_to TIMESTAMPTZ)
 -- PL/pgSQL, not SQL: a SQL function would be inlined and planned as a guess
 -- of 1,000 tiles, which made the planner hash-join whole rollup tables
--- instead of reading each tile through the index. JIT off: the planner
--- guesses 1,000 rows per generate_series, enough to make it compile the
--- query (200 ms) for the few rows it reads.
-LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 8 SET jit = off AS $$
+-- instead of reading each tile through the index. Call it with jit off
+-- (the API's transactions are): the planner guesses 1,000 rows per
+-- generate_series, enough to make it JIT-compile the query (300 ms) for the
+-- few rows it reads. Not a SET clause here: with one, each call cost 0.3 ms
+-- instead of 0.03 ms inside the API's transactions (measured: a 7-day hourly
+-- series took 50 ms instead of 5).
+LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 8 AS $$
 BEGIN
     RETURN QUERY
     WITH days AS (
