@@ -1,6 +1,8 @@
 -- The communities with the most events ($5: how many), exactly, by the
 -- threshold rule of sql/migrations/0003_top_lists.sql (top_users.sql
--- explains the steps). Counts of every type together: a 15-minute tile's
+-- explains the steps; here each list's first 2 × $5 are candidates, not
+-- 4 × $5: communities' sizes lie far apart, and every candidate costs a
+-- range read per tile). Counts of every type together: a 15-minute tile's
 -- rows of every type (rest), an hour's or a whole clean day's '*' rows
 -- (listed: each hour and each day its own list). Events without a community
 -- are not a community. For a caller limited to some communities ($3 not
@@ -38,17 +40,17 @@ ranked AS MATERIALIZED (
         WHERE $3::uuid[] IS NULL AND grain = l.grain AND bucket = l.bucket AND event_type = '*'
           AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
         ORDER BY events DESC
-        LIMIT 4 * $5::bigint + 1
+        LIMIT 2 * $5::bigint + 1
     ) AS d
 ),
 candidates AS (
-    SELECT community_id FROM ranked WHERE place <= 4 * $5::bigint
+    SELECT community_id FROM ranked WHERE place <= 2 * $5::bigint
     UNION
-    SELECT community_id FROM (SELECT community_id FROM rest ORDER BY events DESC LIMIT 4 * $5::bigint) AS r
+    SELECT community_id FROM (SELECT community_id FROM rest ORDER BY events DESC LIMIT 2 * $5::bigint) AS r
 ),
 bound AS MATERIALIZED (
-    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 4 * $5::bigint + 1), 0)
-         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 4 * $5::bigint LIMIT 1), 0) AS most
+    SELECT coalesce((SELECT sum(events) FROM ranked WHERE place = 2 * $5::bigint + 1), 0)
+         + coalesce((SELECT events FROM rest ORDER BY events DESC OFFSET 2 * $5::bigint LIMIT 1), 0) AS most
 ),
 pruned AS MATERIALIZED (
     SELECT x.community_id, sum(x.events)::bigint AS events
