@@ -62,13 +62,7 @@ pub async fn scoped<'a>(
         .await?;
     tx.execute(
         &statement,
-        &[
-            &all,
-            &communities,
-            &user,
-            &tz,
-            &STATEMENT_TIMEOUT,
-        ],
+        &[&all, &communities, &user, &tz, &STATEMENT_TIMEOUT],
     )
     .await?;
     tx.batch_execute("SET LOCAL ROLE activity_api").await?;

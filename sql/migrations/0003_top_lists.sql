@@ -68,6 +68,15 @@ CREATE POLICY api_read ON rollup_entity_days FOR SELECT TO activity_api USING (
 -- unmarks a day's hours when it compacts the day). Queries read a dirty
 -- day's clean hours from their hour rows (activity_tiles() below), so a
 -- range over today reads hour rows for all but the current hour.
+-- An hour's advisory lock is (HOUR_LOCK_NAMESPACE in
+-- consumer/src/store/rollups.rs, activity_hour_lock(hour)): hours since 1970.
+-- Writers hold the hours they write shared, the compactor the hour (or the
+-- day's 24 hours) it sums exclusively, so it never unmarks an hour or a day
+-- while a write to it is uncommitted (sql/queries/lock_hours.sql).
+CREATE FUNCTION activity_hour_lock(hour TIMESTAMPTZ) RETURNS INTEGER
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT floor(extract(epoch FROM hour) / 3600)::integer $$;
+
 CREATE TABLE rollup_dirty_hours (
     hour   TIMESTAMPTZ PRIMARY KEY,
     since  TIMESTAMPTZ NOT NULL DEFAULT now()

@@ -47,7 +47,7 @@ events_rolled AS (
                   users = coalesce(hll_union(r.users, excluded.users), r.users, excluded.users)
 ),
 -- The days and hours written to lose their day and hour rows until the
--- compactor sums them again (the caller holds the days' shared locks:
+-- compactor sums them again (the caller holds the hours' shared locks:
 -- sql/migrations/0002 and 0003).
 dirtied AS (
     INSERT INTO rollup_dirty_days (day)

@@ -3,7 +3,7 @@
 -- only compaction writes), its 15-minute user and entity rows into their day
 -- rows (every type together: the top lists' candidates), and unmarks the day
 -- and its hours. Run by rollups.rs after
--- rollups_uncompact_day.sql, in the same transaction, holding the day's lock
+-- rollups_uncompact_day.sql, in the same transaction, holding its 24 hours' locks
 -- exclusively (or every rollup table's). Returns the 15-minute rows read.
 WITH quarters AS (
     SELECT community_id, event_type, events, users,

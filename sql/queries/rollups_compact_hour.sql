@@ -2,7 +2,7 @@
 -- per event type and for every type together ('*'), and unmarks the hour:
 -- the hours of a day still going on (whole days: rollups_compact_day.sql).
 -- Run by rollups.rs after deleting the hour's rows, in the same transaction,
--- holding the hour's day lock exclusively. Returns the 15-minute rows read.
+-- holding the hour's lock exclusively. Returns the 15-minute rows read.
 WITH quarters AS (
     SELECT community_id, event_type, events, users
     FROM rollup_events

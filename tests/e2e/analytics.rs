@@ -1282,7 +1282,10 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
 
     let client = db.client().await;
     // As the API's transactions run them (analytics-api/src/db.rs).
-    client.batch_execute("SET jit = off").await.expect("jit off");
+    client
+        .batch_execute("SET jit = off")
+        .await
+        .expect("jit off");
     let users_sql = include_str!("../../sql/queries/analytics/top_users.sql");
     let entities_sql = include_str!("../../sql/queries/analytics/top_entities.sql");
     let communities_sql = include_str!("../../sql/queries/analytics/top_communities.sql");

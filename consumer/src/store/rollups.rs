@@ -24,9 +24,13 @@ use super::{Store, StoreError};
 /// The rollups' bucket width (`activity_bucket()` in SQL).
 pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 
-/// The advisory lock namespace of the UTC days: writers lock them shared
-/// (`sql/queries/lock_days.sql`), the compactor exclusively.
-pub(super) const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
+/// The advisory lock namespace of the UTC hours: writers lock the hours they
+/// write to shared (`sql/queries/lock_hours.sql`), the compactor an hour (or
+/// a day's 24) exclusively. (Not the namespace of the day locks of earlier
+/// versions: during a rolling upgrade, an old consumer's write may be
+/// compacted before it commits, and its day or hour then waits for its next
+/// late event or `activity rollups rebuild` to be summed again.)
+pub(super) const HOUR_LOCK_NAMESPACE: i32 = 1_633_907_831;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +102,7 @@ impl Store {
         let mut compacted = 0;
         for (at, whole_day) in due {
             let tx = client.transaction().await?;
-            let still_dirty = lock_day(&tx, at).await?
+            let still_dirty = lock_hours(&tx, at, whole_day).await?
                 && tx
                     .query_opt(
                         if whole_day {
@@ -142,33 +146,26 @@ impl Store {
     }
 }
 
-/// Takes the lock of the UTC day holding `at` exclusively for the
-/// transaction: it waits (at most a second) for the batches writing to the
-/// day to commit, and new ones wait for it. False when the day stayed busy
-/// (it waits for a later round; queries stay exact meanwhile).
-async fn lock_day(
+/// Takes, for the transaction, the lock of the hour `at` (or, for a whole
+/// day, of each of its 24 hours) exclusively, if no batch writing to it holds
+/// it: a compaction never waits for writers nor makes them wait for long.
+/// False when busy (it is tried again next round; queries stay exact).
+async fn lock_hours(
     tx: &tokio_postgres::Transaction<'_>,
     at: DateTime<Utc>,
+    whole_day: bool,
 ) -> Result<bool, StoreError> {
-    tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
-    let locked = tx
-        .execute(
-            "SELECT pg_advisory_xact_lock($1, activity_day_lock(activity_day($2)))",
-            &[&DAY_LOCK_NAMESPACE, &at],
+    let hours: i32 = if whole_day { 24 } else { 1 };
+    let locked: bool = tx
+        .query_one(
+            "SELECT bool_and(pg_try_advisory_xact_lock($1, activity_hour_lock(h)))
+             FROM generate_series($2::timestamptz, $2::timestamptz + ($3 - 1) * interval '1 hour',
+                                  interval '1 hour') AS h",
+            &[&HOUR_LOCK_NAMESPACE, &at, &hours],
         )
-        .await;
-    match locked {
-        Ok(_) => {
-            tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
-            Ok(true)
-        }
-        Err(error)
-            if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
-        {
-            Ok(false)
-        }
-        Err(error) => Err(error.into()),
-    }
+        .await?
+        .try_get(0)?;
+    Ok(locked)
 }
 
 /// Replaces the hour rows of one hour (of a day still going on) with the
