@@ -63,16 +63,18 @@ CREATE POLICY api_read ON rollup_entity_days FOR SELECT TO activity_api USING (
 );
 
 -- Hours, compacted on their own while their day goes on (today): the batch
--- that writes to an hour marks it, as it marks the day, and the compactor
+-- that writes to a recent hour marks it, as it marks the day, and the compactor
 -- sums each dirty hour that is over into its hour rows and unmarks it (and
 -- unmarks a day's hours when it compacts the day). Queries read a dirty
 -- day's clean hours from their hour rows (activity_tiles() below), so a
 -- range over today reads hour rows for all but the current hour.
 -- An hour's advisory lock is (HOUR_LOCK_NAMESPACE in
 -- consumer/src/store/rollups.rs, activity_hour_lock(hour)): hours since 1970.
--- Writers hold the hours they write shared, the compactor the hour (or the
--- day's 24 hours) it sums exclusively, so it never unmarks an hour or a day
--- while a write to it is uncommitted (sql/queries/lock_hours.sql).
+-- Only hours since the start of yesterday are marked and locked by writers
+-- (so a batch of old events takes a lock per day, not per hour); the
+-- compactor sums hours of the current day only, and queries trust hour marks
+-- only for the current day (a dirty day that is over is read from its
+-- 15-minute rows until the compactor sums it whole).
 CREATE FUNCTION activity_hour_lock(hour TIMESTAMPTZ) RETURNS INTEGER
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT floor(extract(epoch FROM hour) / 3600)::integer $$;
@@ -147,7 +149,8 @@ BEGIN
     ),
     hours AS (
         SELECT s.d, h,
-               NOT EXISTS (SELECT 1 FROM rollup_dirty_hours AS x WHERE x.hour = h) AS clean
+               s.d >= activity_day(now())
+               AND NOT EXISTS (SELECT 1 FROM rollup_dirty_hours AS x WHERE x.hour = h) AS clean
         FROM shaped AS s
         CROSS JOIN LATERAL generate_series(s.ha, s.hb - interval '1 hour', interval '1 hour') AS h
         WHERE NOT s.clean

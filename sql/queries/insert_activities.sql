@@ -58,6 +58,7 @@ dirtied AS (
 hours_dirtied AS (
     INSERT INTO rollup_dirty_hours (hour)
     SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') FROM stored
+    WHERE bucket >= activity_day(now()) - interval '1 day'
     ORDER BY 1
     ON CONFLICT (hour) DO NOTHING
 ),

@@ -79,11 +79,15 @@ impl Store {
         let columns = Columns::from(events);
         let tx = client.transaction().await?;
         let statement = tx
-            .prepare_cached(include_str!("../../../sql/queries/lock_hours.sql"))
+            .prepare_cached(include_str!("../../../sql/queries/lock_writes.sql"))
             .await?;
         tx.query_one(
             &statement,
-            &[&columns.created_at, &rollups::HOUR_LOCK_NAMESPACE],
+            &[
+                &columns.created_at,
+                &rollups::DAY_LOCK_NAMESPACE,
+                &rollups::HOUR_LOCK_NAMESPACE,
+            ],
         )
         .await?;
 

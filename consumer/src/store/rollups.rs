@@ -24,12 +24,11 @@ use super::{Store, StoreError};
 /// The rollups' bucket width (`activity_bucket()` in SQL).
 pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 
-/// The advisory lock namespace of the UTC hours: writers lock the hours they
-/// write to shared (`sql/queries/lock_hours.sql`), the compactor an hour (or
-/// a day's 24) exclusively. (Not the namespace of the day locks of earlier
-/// versions: during a rolling upgrade, an old consumer's write may be
-/// compacted before it commits, and its day or hour then waits for its next
-/// late event or `activity rollups rebuild` to be summed again.)
+/// The advisory lock namespaces of the UTC days and hours: writers lock the
+/// days they write to, and the hours since yesterday they write to, shared
+/// (`sql/queries/lock_writes.sql`); the compactor a day that is over, or an
+/// hour of today, exclusively.
+pub(super) const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 pub(super) const HOUR_LOCK_NAMESPACE: i32 = 1_633_907_831;
 
 /// What a rebuild did.
@@ -102,7 +101,7 @@ impl Store {
         let mut compacted = 0;
         for (at, whole_day) in due {
             let tx = client.transaction().await?;
-            let still_dirty = lock_hours(&tx, at, whole_day).await?
+            let still_dirty = try_lock(&tx, at, whole_day).await?
                 && tx
                     .query_opt(
                         if whole_day {
@@ -146,22 +145,30 @@ impl Store {
     }
 }
 
-/// Takes, for the transaction, the lock of the hour `at` (or, for a whole
-/// day, of each of its 24 hours) exclusively, if no batch writing to it holds
-/// it: a compaction never waits for writers nor makes them wait for long.
-/// False when busy (it is tried again next round; queries stay exact).
-async fn lock_hours(
+/// Takes, for the transaction, the lock of the day `at` (a day that is
+/// over) or of the hour `at` (of today) exclusively, if no batch writing to
+/// it holds it: a compaction never waits for writers nor makes them wait
+/// for long. False when busy (tried again next round; queries stay exact).
+async fn try_lock(
     tx: &tokio_postgres::Transaction<'_>,
     at: DateTime<Utc>,
     whole_day: bool,
 ) -> Result<bool, StoreError> {
-    let hours: i32 = if whole_day { 24 } else { 1 };
     let locked: bool = tx
         .query_one(
-            "SELECT bool_and(pg_try_advisory_xact_lock($1, activity_hour_lock(h)))
-             FROM generate_series($2::timestamptz, $2::timestamptz + ($3 - 1) * interval '1 hour',
-                                  interval '1 hour') AS h",
-            &[&HOUR_LOCK_NAMESPACE, &at, &hours],
+            if whole_day {
+                "SELECT pg_try_advisory_xact_lock($1, activity_day_lock($2))"
+            } else {
+                "SELECT pg_try_advisory_xact_lock($1, activity_hour_lock($2))"
+            },
+            &[
+                if whole_day {
+                    &DAY_LOCK_NAMESPACE
+                } else {
+                    &HOUR_LOCK_NAMESPACE
+                },
+                &at,
+            ],
         )
         .await?
         .try_get(0)?;
