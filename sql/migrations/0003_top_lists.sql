@@ -41,8 +41,6 @@ CREATE TABLE rollup_entity_days (
 );
 CREATE INDEX rollup_entity_days_rank_idx ON rollup_entity_days (community_id, day, events DESC) INCLUDE (entity_type, entity_id);
 CREATE INDEX rollup_entity_days_day_idx ON rollup_entity_days (day);
--- Compaction reads a day's 15-minute entity rows.
-CREATE INDEX rollup_entities_bucket_idx ON rollup_entities (bucket);
 
 -- An hour's or a day's communities, most active first (every type
 -- together), and one community's hours and days: the candidates of top

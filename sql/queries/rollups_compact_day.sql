@@ -37,12 +37,16 @@ user_days AS (
     WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
     GROUP BY community_id, user_id
 ),
+-- From the raw rows (the day's partition, by created_at): an index on
+-- rollup_entities' bucket would cost every batch more than this costs once.
 entity_days AS (
     INSERT INTO rollup_entity_days (community_id, day, entity_type, entity_id, events)
-    SELECT community_id, $1::timestamptz, entity_type, entity_id, sum(events)
-    FROM rollup_entities
-    WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
-    GROUP BY community_id, entity_type, entity_id
+    SELECT coalesce(community_id, '00000000-0000-0000-0000-000000000000'::uuid), $1::timestamptz,
+           entity_type, entity_id, count(*)
+    FROM activities
+    WHERE created_at >= $1::timestamptz AND created_at < $1::timestamptz + interval '24 hours'
+      AND entity_type IS NOT NULL AND entity_id IS NOT NULL
+    GROUP BY 1, 3, 4
 ),
 unmarked AS (
     DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz
