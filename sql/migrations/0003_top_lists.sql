@@ -83,11 +83,12 @@ CREATE TABLE rollup_dirty_hours (
 GRANT SELECT ON rollup_dirty_hours TO activity_api;
 ALTER TABLE rollup_dirty_hours ENABLE ROW LEVEL SECURITY;
 CREATE POLICY api_read ON rollup_dirty_hours FOR SELECT TO activity_api USING (true);
--- The hours of days dirty until now were never marked: mark those with rows.
+-- Today's hours were never marked (queries trust hour marks for today
+-- only): mark those with rows.
 INSERT INTO rollup_dirty_hours (hour)
 SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00')
 FROM rollup_events
-WHERE grain = 15 AND activity_day(bucket) IN (SELECT day FROM rollup_dirty_days)
+WHERE grain = 15 AND bucket >= activity_day(now())
 ON CONFLICT DO NOTHING;
 
 -- Quarter-day rows (grain 360: 00:00, 06:00, 12:00, 18:00 UTC), written

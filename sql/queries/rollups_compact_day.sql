@@ -1,10 +1,11 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
--- rows, quarter-day rows (grain 360) and day row, per event type and for every type together ('*', rows
--- only compaction writes), its 15-minute user and entity rows into their day
--- rows (every type together: the top lists' candidates), and unmarks the day
--- and its hours. Run by rollups.rs after
--- rollups_uncompact_day.sql, in the same transaction, holding its 24 hours' locks
--- exclusively (or every rollup table's). Returns the 15-minute rows read.
+-- rows, quarter-day rows (grain 360) and day row, per event type and for
+-- every type together ('*', rows only compaction writes), its users and
+-- entities into their day rows (every type together: the top lists'
+-- candidates), and unmarks the day and its hours. Run by rollups.rs after
+-- rollups_uncompact_day.sql, in the same transaction, holding the day's
+-- lock exclusively (or every rollup table's). Returns the 15-minute rows
+-- read.
 WITH quarters AS (
     SELECT community_id, event_type, events, users,
            date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
