@@ -21,7 +21,7 @@ enum Command {
     /// Create the database if missing, apply migrations, create partitions and Kafka topics.
     Migrate(commands::migrate::Args),
     /// Run a member of the consumer group: Kafka → validate → PostgreSQL.
-    Consume(commands::consume::ConsumerArgs),
+    Consume(commands::consume::Args),
     /// Send events from a JSON-lines file, or synthetic ones.
     Produce(commands::produce::Args),
     /// Serve the analytics API.

@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::retry::{Aborted, Backoff};
 
 /// One message that will not be stored, and why.
@@ -33,10 +34,15 @@ pub struct DeadLetters {
     producer: FutureProducer,
     source_topic: String,
     topic: String,
+    health: Health,
 }
 
 impl DeadLetters {
-    pub fn new(brokers: &str, source_topic: &str) -> Result<Self, rdkafka::error::KafkaError> {
+    pub fn new(
+        brokers: &str,
+        source_topic: &str,
+        health: Health,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         let producer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -46,6 +52,7 @@ impl DeadLetters {
             producer,
             source_topic: source_topic.to_owned(),
             topic: dlq_topic(source_topic),
+            health,
         })
     }
 
@@ -91,6 +98,7 @@ impl DeadLetters {
             };
             match sent {
                 Ok(_) => {
+                    self.health.dead_letters_ok();
                     tracing::warn!(
                         partition = letter.partition,
                         offset = letter.offset,
@@ -100,6 +108,7 @@ impl DeadLetters {
                     return Ok(());
                 }
                 Err((error, _)) => {
+                    self.health.dead_letters_failed(&error);
                     tracing::error!(%error, attempt = backoff.attempts(), "dead-letter topic refused a message; retrying");
                     backoff.wait(abort).await?;
                 }

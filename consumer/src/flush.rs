@@ -13,6 +13,7 @@ use futures::future::try_join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq::{DeadLetter, DeadLetters};
+use crate::health::Health;
 use crate::retry::{Aborted, Backoff};
 use crate::store::{Store, StoreError, Stored};
 
@@ -59,6 +60,7 @@ pub async fn flush(
     batch: Vec<Received>,
     store: &Store,
     dlq: &DeadLetters,
+    health: &Health,
     abort: &CancellationToken,
 ) -> Result<Flushed, Aborted> {
     let mut flushed = Flushed::default();
@@ -88,7 +90,7 @@ pub async fn flush(
         }
     }
 
-    let (stored, refused) = store_isolating(store, events, abort).await?;
+    let (stored, refused) = store_isolating(store, events, health, abort).await?;
     flushed.stored = stored;
     for (index, reason) in refused {
         if let Some(source) = sources.get_mut(index).and_then(Option::take) {
@@ -105,6 +107,7 @@ pub async fn flush(
 async fn store_isolating(
     store: &Store,
     events: Vec<ActivityEvent>,
+    health: &Health,
     abort: &CancellationToken,
 ) -> Result<(Stored, Vec<(usize, String)>), Aborted> {
     let mut stored = Stored::default();
@@ -120,11 +123,13 @@ async fn store_isolating(
         loop {
             match store.insert_batch(&events[range.clone()]).await {
                 Ok(done) => {
+                    health.database_ok();
                     stored.inserted += done.inserted;
                     stored.duplicates += done.duplicates;
                     break;
                 }
                 Err(StoreError::Rejected(reason)) if range.len() == 1 => {
+                    health.database_ok();
                     refused.push((range.start, reason));
                     break;
                 }
@@ -136,6 +141,7 @@ async fn store_isolating(
                     break;
                 }
                 Err(error) => {
+                    health.database_failed(&error);
                     if matches!(error, StoreError::Schema(_) | StoreError::Config(_)) {
                         tracing::error!(%error, attempt = backoff.attempts(), "batch not stored: needs an operator; retrying");
                     } else {

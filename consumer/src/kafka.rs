@@ -16,7 +16,7 @@
 //!    not stored yet.
 //! 3. While a batch waits for the database, the consumer stops receiving
 //!    once the next batch is full (librdkafka's prefetch is bounded), and
-//!    after `STALL` (30 s) pauses its partitions and keeps polling, so it stays in
+//!    after a third of `max.poll.interval.ms` (at most 30 s) pauses its partitions and keeps polling, so it stays in
 //!    its group however long the outage lasts, and memory stays bounded.
 //! 4. Redelivery is harmless: each `event_id` is stored once, whatever the
 //!    offset, partition or timestamp of its copies (see `store`).
@@ -46,18 +46,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dlq::DeadLetters;
 use crate::flush::{flush, Flushed, Received};
+use crate::health::Health;
 use crate::retry::Aborted;
 use crate::store::Store;
 
 /// How long a full batch may wait for the one in flight before the consumer
-/// pauses its partitions and polls only to stay in the group. Until then it
-/// simply stops receiving (librdkafka's prefetch is bounded). Long enough
-/// that a slow moment (a lock, a checkpoint, compaction) never pauses: a
-/// pause drops what librdkafka fetched ahead, and it fetches again from the
-/// next message, which may lie inside a record batch; Tansu, the test broker,
-/// answers such a fetch with nothing (README: Known broker differences).
-/// Far below librdkafka's max.poll.interval.ms (300 s).
-const STALL: Duration = Duration::from_secs(30);
+/// pauses its partitions and polls only to stay in the group: a third of
+/// `max.poll.interval.ms`, at most 30 s. Until then it simply stops
+/// receiving (librdkafka's prefetch is bounded). Long enough that a slow
+/// moment (a lock, a checkpoint, compaction) never pauses; short enough
+/// that a member waiting on the database always polls in time.
+fn stall_after(settings: &ConsumerSettings) -> Duration {
+    (settings.max_poll_interval() / 3).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
 
 /// Why the consumer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,7 @@ pub struct Consumer {
     dlq: DeadLetters,
     codec: AvroCodec,
     settings: ConsumerSettings,
+    health: Health,
 }
 
 impl Consumer {
@@ -176,6 +178,10 @@ impl Consumer {
                 settings.consumer.session_timeout_ms.to_string(),
             )
             .set(
+                "max.poll.interval.ms",
+                settings.consumer.max_poll_interval_ms.to_string(),
+            )
+            .set(
                 "heartbeat.interval.ms",
                 (settings.consumer.session_timeout_ms / 3)
                     .max(100)
@@ -185,14 +191,25 @@ impl Consumer {
             .set("queued.max.messages.kbytes", "16384")
             .create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&settings.kafka.topic])?;
+        let health = Health::default();
         Ok(Self {
             consumer,
             topic: settings.kafka.topic.clone(),
             store,
-            dlq: DeadLetters::new(&settings.kafka.brokers, &settings.kafka.topic)?,
+            dlq: DeadLetters::new(
+                &settings.kafka.brokers,
+                &settings.kafka.topic,
+                health.clone(),
+            )?,
             codec: AvroCodec::new()?,
             settings: settings.consumer.clone(),
+            health,
         })
+    }
+
+    /// What `/readyz` reports for this consumer.
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
@@ -203,6 +220,7 @@ impl Consumer {
     ) -> Result<Totals, ConsumerError> {
         let batch_size = self.settings.batch_size;
         let linger = self.settings.batch_linger();
+        let stall = stall_after(&self.settings);
         // Cancelled only when the grace period after `shutdown` runs out.
         let abort = CancellationToken::new();
         let mut totals = Totals::default();
@@ -230,7 +248,7 @@ impl Consumer {
                 && !room
                 && in_flight
                     .front()
-                    .is_some_and(|(_, since)| since.elapsed() >= STALL);
+                    .is_some_and(|(_, since)| since.elapsed() >= stall);
             if stalled && paused.is_none() {
                 paused = self.pause();
             }
@@ -265,7 +283,7 @@ impl Consumer {
                     }
                 }
                 _ = sleep_until(linger_at), if linger_at.is_some() && room => {}
-                _ = tokio::time::sleep(STALL), if full && !room && paused.is_none() => {}
+                _ = tokio::time::sleep(stall), if full && !room && paused.is_none() => {}
             }
         }
 
@@ -279,6 +297,7 @@ impl Consumer {
         abort: CancellationToken,
         mut totals: Totals,
     ) -> Result<Totals, ConsumerError> {
+        self.health.set_stopping();
         let grace = self.settings.shutdown_grace();
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
@@ -360,10 +379,11 @@ impl Consumer {
     ) -> JoinHandle<Result<Flushed, Aborted>> {
         let store = self.store.clone();
         let dlq = self.dlq.clone();
+        let health = self.health.clone();
         let abort = abort.clone();
         let topic = self.topic.clone();
         tokio::spawn(async move {
-            let flushed = flush(batch, &store, &dlq, &abort).await?;
+            let flushed = flush(batch, &store, &dlq, &health, &abort).await?;
             let progress = flushed.offsets.iter().map(|(&p, &(_, next))| (p, next));
             if let Err(error) = store.record_progress(&topic, progress).await {
                 // Informational only: the events are stored and may be committed.
@@ -426,6 +446,7 @@ impl Consumer {
         let assignment = self.consumer.assignment().ok()?;
         match self.consumer.pause(&assignment) {
             Ok(()) => {
+                self.health.set_paused(true);
                 tracing::warn!(
                     partitions = assignment.count(),
                     "database slow or down: partitions paused"
@@ -440,6 +461,7 @@ impl Consumer {
     }
 
     fn resume(&self, partitions: &TopicPartitionList) {
+        self.health.set_paused(false);
         match self.consumer.resume(partitions) {
             Ok(()) => tracing::info!("partitions resumed"),
             Err(error) => tracing::warn!(%error, "cannot resume partitions"),

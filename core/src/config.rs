@@ -136,6 +136,10 @@ pub struct ConsumerSettings {
     pub batch_linger_ms: u64,
     /// Kafka group session timeout, in milliseconds.
     pub session_timeout_ms: u64,
+    /// librdkafka's `max.poll.interval.ms`: a member that does not poll for
+    /// this long leaves its group. While a batch waits for the database the
+    /// consumer pauses its partitions after a third of it and keeps polling.
+    pub max_poll_interval_ms: u64,
     /// Database connections in the pool.
     pub pool_size: usize,
     /// Batches written to the database at once (their offsets are still
@@ -154,6 +158,10 @@ impl ConsumerSettings {
         Duration::from_millis(self.batch_linger_ms)
     }
 
+    pub fn max_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.max_poll_interval_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
@@ -170,6 +178,7 @@ impl Default for ConsumerSettings {
             batch_size: 5000,
             batch_linger_ms: 200,
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
             pool_size: 4,
             max_in_flight: 2,
             shutdown_grace_ms: 25_000,

@@ -4,6 +4,16 @@ use activity_consumer::{Consumer, Store};
 use activity_core::config::Settings;
 use tokio_util::sync::CancellationToken;
 
+/// `activity consume`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    /// Address serving /healthz and /readyz.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    metrics_listen: String,
+}
+
 /// Consumer flags; each overrides the profile's `[consumer]` section.
 #[derive(clap::Args, Default)]
 pub(crate) struct ConsumerArgs {
@@ -22,6 +32,10 @@ pub(crate) struct ConsumerArgs {
     /// How often the rollup compactor looks for days to compact, in milliseconds.
     #[arg(long, env = "CONSUMER_COMPACT_INTERVAL_MS")]
     compact_interval_ms: Option<u64>,
+    /// librdkafka's max.poll.interval.ms; the consumer pauses its partitions
+    /// after a third of it while the database is down, and keeps polling.
+    #[arg(long, env = "CONSUMER_MAX_POLL_INTERVAL_MS")]
+    max_poll_interval_ms: Option<u64>,
 }
 
 impl ConsumerArgs {
@@ -41,11 +55,15 @@ impl ConsumerArgs {
         if let Some(every) = self.compact_interval_ms {
             settings.consumer.compact_interval_ms = every;
         }
+        if let Some(interval) = self.max_poll_interval_ms.filter(|&i| i > 0) {
+            settings.consumer.max_poll_interval_ms = interval;
+        }
     }
 }
 
-pub(crate) async fn run(mut settings: Settings, args: ConsumerArgs) -> anyhow::Result<()> {
-    args.apply(&mut settings);
+pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
+    args.consumer.apply(&mut settings);
+    let metrics_listen = args.metrics_listen.as_str();
     let shutdown = CancellationToken::new();
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let store = Store::connect(settings.database_url.expose(), settings.consumer.pool_size)?;
@@ -55,9 +73,19 @@ pub(crate) async fn run(mut settings: Settings, args: ConsumerArgs) -> anyhow::R
             .keep_compacted(settings.consumer.compact_interval(), shutdown.clone()),
     );
     let consumer = Consumer::build(&settings, store)?;
+    // Served until the consumer has left its group: /readyz says
+    // "shutting down" meanwhile.
+    let stop_serving = CancellationToken::new();
+    let (address, serving) =
+        activity_consumer::health::serve(metrics_listen, consumer.health(), stop_serving.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen}: {e}"))?;
+    tracing::info!(%address, "health endpoints listening");
     let totals = consumer.run_until_stopped(shutdown.clone()).await;
     shutdown.cancel();
     let _ = compacting.await;
+    stop_serving.cancel();
+    let _ = serving.await;
     let totals = totals?;
     tracing::info!(?totals, "done");
     Ok(())

@@ -4,59 +4,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use activity_core::avro::{fingerprint, AvroCodec, SCHEMAS};
+use activity_core::avro::AvroCodec;
 use activity_core::kafka::dlq_headers;
 use activity_core::NewEvent;
-use apache_avro::types::Value;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use uuid::Uuid;
 
 use crate::fixtures::*;
-
-/// Writes a record the way an independent client with only the schema file
-/// would: the `uuid` logical type dropped (same canonical form, same
-/// fingerprint), so any string can be written where a UUID belongs.
-fn foreign_record(user_id: &str, event_type: &str, metadata: Option<&str>) -> Vec<u8> {
-    let plain = SCHEMAS[0].1.replace(r#", "logicalType": "uuid""#, "");
-    let schema = apache_avro::Schema::parse_str(&plain).expect("schema");
-    let codec = AvroCodec::new().expect("codec");
-    assert_eq!(fingerprint(&schema), codec.writer_fingerprint());
-    let optional = |v: Option<Value>| match v {
-        Some(v) => Value::Union(1, Box::new(v)),
-        None => Value::Union(0, Box::new(Value::Null)),
-    };
-    let datum = apache_avro::to_avro_datum(
-        &schema,
-        Value::Record(vec![
-            ("event_id".into(), Value::String(Uuid::new_v4().to_string())),
-            (
-                "user_id".into(),
-                optional(Some(Value::String(user_id.into()))),
-            ),
-            ("community_id".into(), optional(None)),
-            ("event_type".into(), Value::String(event_type.into())),
-            ("entity_type".into(), optional(None)),
-            ("entity_id".into(), optional(None)),
-            (
-                "metadata".into(),
-                optional(metadata.map(|m| Value::String(m.into()))),
-            ),
-            ("ip_address".into(), optional(None)),
-            ("user_agent".into(), optional(None)),
-            (
-                "created_at".into(),
-                Value::TimestampMicros(Utc::now().timestamp_micros()),
-            ),
-        ]),
-    )
-    .expect("datum");
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&codec.writer_fingerprint().to_le_bytes());
-    bytes.extend_from_slice(&datum);
-    bytes
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_event_is_dead_lettered_with_its_reason_and_the_rest_stored() {

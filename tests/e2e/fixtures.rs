@@ -35,16 +35,37 @@ fn unique(prefix: &str) -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    server: String,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on(&server_url()).await
+    }
+
+    /// On the server at `server` (`postgres://user@host:port`).
+    pub async fn on(server: &str) -> Self {
         let name = unique("activity_test");
-        let url = format!("{}/{name}", server_url());
+        let url = format!("{server}/{name}");
         activity_consumer::store::migrate::migrate(&url, 1)
             .await
             .expect("migrate a fresh database");
-        Self { name, url }
+        Self {
+            name,
+            url,
+            server: server.to_owned(),
+        }
+    }
+
+    /// A connection to the server's `postgres` database, for what a test
+    /// does to its database from outside (closing it, say).
+    pub async fn admin() -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{}/postgres", server_url()), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the server");
+        tokio::spawn(connection);
+        client
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -117,7 +138,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let server = format!("{}/postgres", server_url());
+        let server = format!("{}/postgres", self.server);
         cleanup(async move {
             let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
                 .await
@@ -172,13 +193,19 @@ impl StoredRow {
 /// A topic (and its DLQ) of its own, deleted when the test ends.
 pub struct TestTopic {
     pub name: String,
+    pub brokers: String,
 }
 
 impl TestTopic {
     pub async fn new(partitions: i32) -> Self {
+        Self::on(&brokers(), partitions).await
+    }
+
+    /// On the broker at `brokers`.
+    pub async fn on(brokers: &str, partitions: i32) -> Self {
         let name = unique("t");
         let admin: AdminClient<DefaultClientContext> =
-            client_config(&brokers()).create().expect("admin client");
+            client_config(brokers).create().expect("admin client");
         let dlq = dlq_topic(&name);
         let topics = [
             NewTopic::new(&name, partitions, TopicReplication::Fixed(1)),
@@ -191,7 +218,10 @@ impl TestTopic {
         {
             result.expect("create topic");
         }
-        Self { name }
+        Self {
+            name,
+            brokers: brokers.to_owned(),
+        }
     }
 
     pub fn dlq(&self) -> String {
@@ -202,9 +232,9 @@ impl TestTopic {
 impl Drop for TestTopic {
     fn drop(&mut self) {
         let topics = [self.name.clone(), self.dlq()];
+        let brokers = self.brokers.clone();
         cleanup(async move {
-            let admin: AdminClient<DefaultClientContext> =
-                client_config(&brokers()).create().ok()?;
+            let admin: AdminClient<DefaultClientContext> = client_config(&brokers).create().ok()?;
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             admin.delete_topics(&names, &AdminOptions::new()).await.ok()
         });
@@ -230,7 +260,7 @@ pub fn settings(db: &TestDb, topic: &TestTopic) -> Settings {
         database_url: activity_core::config::Secret::new(db.url.clone()),
         ..Settings::default()
     };
-    settings.kafka.brokers = brokers();
+    settings.kafka.brokers = topic.brokers.clone();
     settings.kafka.topic = topic.name.clone();
     settings.consumer.group_id = unique("g");
     settings.consumer.session_timeout_ms = 6000;
@@ -275,10 +305,21 @@ impl Drop for InProcessConsumer {
 /// `activity consume` as a child process, killed when dropped.
 pub struct ConsumerProcess {
     pub child: tokio::process::Child,
+    /// Where it serves /healthz and /readyz.
+    pub metrics: std::net::SocketAddr,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl ConsumerProcess {
     pub fn spawn(settings: &Settings, log_name: &str) -> Self {
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{log_name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -299,6 +340,11 @@ impl ConsumerProcess {
                 "CONSUMER_BATCH_LINGER_MS",
                 settings.consumer.batch_linger_ms.to_string(),
             )
+            .env(
+                "CONSUMER_MAX_POLL_INTERVAL_MS",
+                settings.consumer.max_poll_interval_ms.to_string(),
+            )
+            .env("METRICS_LISTEN", metrics.to_string())
             .env("APP_ENV", "dev")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -306,7 +352,17 @@ impl ConsumerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn activity consume");
-        Self { child }
+        Self { child, metrics }
+    }
+
+    /// `GET /readyz`: the status code and the reasons, or None while the
+    /// process does not answer yet.
+    pub async fn readiness(&self) -> Option<(u16, serde_json::Value)> {
+        let response = reqwest::get(format!("http://{}/readyz", self.metrics))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -323,8 +379,12 @@ pub struct RawProducer(rdkafka::producer::FutureProducer);
 
 impl RawProducer {
     pub fn new() -> Self {
+        Self::on(&brokers())
+    }
+
+    pub fn on(brokers: &str) -> Self {
         Self(
-            client_config(&brokers())
+            client_config(brokers)
                 .set("enable.idempotence", "true")
                 .create()
                 .expect("producer"),
@@ -376,4 +436,58 @@ pub async fn track_all(
         }
     }
     tracker.flush(Duration::from_secs(60)).await.expect("flush")
+}
+
+/// Writes a record the way an independent client with only the schema file
+/// would: the `uuid` logical type dropped (same canonical form, same
+/// fingerprint), so any string can be written where a UUID belongs.
+pub fn foreign_record(user_id: &str, event_type: &str, metadata: Option<&str>) -> Vec<u8> {
+    let plain = activity_core::avro::SCHEMAS[0]
+        .1
+        .replace(r#", "logicalType": "uuid""#, "");
+    let schema = apache_avro::Schema::parse_str(&plain).expect("schema");
+    let codec = activity_core::avro::AvroCodec::new().expect("codec");
+    assert_eq!(
+        activity_core::avro::fingerprint(&schema),
+        codec.writer_fingerprint()
+    );
+    let optional = |v: Option<apache_avro::types::Value>| match v {
+        Some(v) => apache_avro::types::Value::Union(1, Box::new(v)),
+        None => apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+    };
+    let datum = apache_avro::to_avro_datum(
+        &schema,
+        apache_avro::types::Value::Record(vec![
+            (
+                "event_id".into(),
+                apache_avro::types::Value::String(Uuid::new_v4().to_string()),
+            ),
+            (
+                "user_id".into(),
+                optional(Some(apache_avro::types::Value::String(user_id.into()))),
+            ),
+            ("community_id".into(), optional(None)),
+            (
+                "event_type".into(),
+                apache_avro::types::Value::String(event_type.into()),
+            ),
+            ("entity_type".into(), optional(None)),
+            ("entity_id".into(), optional(None)),
+            (
+                "metadata".into(),
+                optional(metadata.map(|m| apache_avro::types::Value::String(m.into()))),
+            ),
+            ("ip_address".into(), optional(None)),
+            ("user_agent".into(), optional(None)),
+            (
+                "created_at".into(),
+                apache_avro::types::Value::TimestampMicros(chrono::Utc::now().timestamp_micros()),
+            ),
+        ]),
+    )
+    .expect("datum");
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&codec.writer_fingerprint().to_le_bytes());
+    bytes.extend_from_slice(&datum);
+    bytes
 }

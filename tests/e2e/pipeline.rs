@@ -310,3 +310,115 @@ async fn a_database_outage_long_enough_to_pause_loses_nothing() {
     // partitions, keeps polling, and resumes when the lock is gone.
     stall_the_database_then_drain(Duration::from_secs(40)).await;
 }
+
+/// Polls the consumer's `/readyz` until `wanted(status, body)` holds.
+async fn wait_for_readiness(
+    process: &ConsumerProcess,
+    wanted: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((status, body)) = process.readiness().await {
+            if wanted(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "readiness never reached the expected state; last: {status} {body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn reasons_mention(body: &serde_json::Value, text: &str) -> bool {
+    body["reasons"].as_array().is_some_and(|reasons| {
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains(text)))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let mut settings = settings(&db, &topic);
+    settings.consumer.batch_size = 500;
+    let mut generator = Generator::new(Shape {
+        seed: 21,
+        ..Shape::default()
+    });
+    let mut batch =
+        |n: usize| -> Vec<NewEvent> { (0..n).map(|_| generator.next_event()).collect() };
+    let admin = TestDb::admin().await;
+
+    assert_eq!(track_all(&settings, batch(1_000)).await.delivered, 1_000);
+    let process = ConsumerProcess::spawn(&settings, "readyz");
+    assert_eq!(
+        db.wait_for_events(1_000, Duration::from_secs(60)).await,
+        1_000
+    );
+    wait_for_readiness(&process, |status, _| status == 200).await;
+
+    // The database refuses every connection: an outage as the consumer sees it.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            db.name
+        ))
+        .await
+        .expect("close the database");
+    assert_eq!(track_all(&settings, batch(1_000)).await.delivered, 1_000);
+    let (_, body) = wait_for_readiness(&process, |status, body| {
+        status == 503 && reasons_mention(body, "database")
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .expect("reopen the database");
+    assert_eq!(
+        db.wait_for_events(2_000, Duration::from_secs(60)).await,
+        2_000
+    );
+    wait_for_readiness(&process, |status, _| status == 200).await;
+
+    // An operator's mistake (a table gone): retried and reported, never
+    // dead-lettered.
+    let client = db.client().await;
+    client
+        .batch_execute("ALTER TABLE rollup_events RENAME TO rollup_events_away")
+        .await
+        .expect("hide a table");
+    assert_eq!(track_all(&settings, batch(500)).await.delivered, 500);
+    wait_for_readiness(&process, |status, body| {
+        status == 503 && reasons_mention(body, "schema or permission")
+    })
+    .await;
+    client
+        .batch_execute("ALTER TABLE rollup_events_away RENAME TO rollup_events")
+        .await
+        .expect("restore the table");
+    assert_eq!(
+        db.wait_for_events(2_500, Duration::from_secs(60)).await,
+        2_500
+    );
+    wait_for_readiness(&process, |status, _| status == 200).await;
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(db.count("SELECT count(*) FROM activities").await, 2_500);
+    let letters = activity_consumer::dlq::read_letters(
+        &brokers(),
+        &topic.dlq(),
+        Duration::from_secs(2),
+        usize::MAX,
+    )
+    .await
+    .expect("read the dead-letter topic");
+    assert!(letters.is_empty(), "nothing dead-lettered: {letters:?}");
+}

@@ -1,0 +1,201 @@
+//! One fault each. Run with `scripts/chaos` (release build, one at a time).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use rand::{Rng, SeedableRng};
+
+use crate::fixtures::*;
+use crate::servers::{OwnBroker, OwnPostgres};
+use crate::stream::{prove, Recovery, Stream, EVENTS};
+
+/// The sustained rate of every stream: a fault always lands mid-stream.
+const RATE: usize = 5_000;
+
+fn rng() -> rand::rngs::StdRng {
+    let seed: u64 = rand::random();
+    println!("random moments from seed {seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Polls a consumer's `/readyz` until its status is `status`.
+async fn wait_until_readiness(consumer: &ConsumerProcess, status: u16) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((now, body)) = consumer.readiness().await {
+            if now == status {
+                return body;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "/readyz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos suite: scripts/chaos"]
+async fn consumer_killed_five_times() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(6).await;
+    let settings = settings(&db, &topic);
+    let stream = Stream::new(1, 0);
+    let sending = stream.send(&settings, RATE);
+    let mut rng = rng();
+    let mut recovery = Recovery::default();
+    let mut consumer = ConsumerProcess::spawn(&settings, "chaos-kill");
+    Recovery::default().wait(&db, stream.ids.len()).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..4_000))).await;
+        consumer.signal(Signal::SIGKILL);
+        drop(consumer);
+        consumer = ConsumerProcess::spawn(&settings, "chaos-kill");
+        recovery.wait(&db, stream.ids.len()).await;
+    }
+    let sent = sending.await.expect("stream");
+    prove(
+        "consumer SIGKILL x5",
+        &db,
+        &topic,
+        &stream,
+        sent,
+        &recovery,
+        vec![consumer],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos suite: scripts/chaos"]
+async fn postgres_down_longer_than_max_poll_interval() {
+    let postgres = OwnPostgres::start();
+    let db = TestDb::on(&postgres.server_url()).await;
+    let topic = TestTopic::new(6).await;
+    let mut settings = settings(&db, &topic);
+    // librdkafka's floor is session.timeout.ms; the outage lasts 2.5 times this.
+    settings.consumer.max_poll_interval_ms = 6_000;
+    let stream = Stream::new(2, 0);
+    let sending = stream.send(&settings, RATE);
+    let consumer = ConsumerProcess::spawn(&settings, "chaos-postgres");
+    Recovery::default().wait(&db, stream.ids.len()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    postgres.stop();
+    let body = wait_until_readiness(&consumer, 503).await;
+    println!("during the outage /readyz says {body}");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        consumer.child.id().is_some(),
+        "the consumer outlives the outage"
+    );
+    postgres.restart();
+    let mut recovery = Recovery::default();
+    recovery.wait(&db, stream.ids.len()).await;
+    wait_until_readiness(&consumer, 200).await;
+
+    let sent = sending.await.expect("stream");
+    prove(
+        "PostgreSQL down 15 s",
+        &db,
+        &topic,
+        &stream,
+        sent,
+        &recovery,
+        vec![consumer],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos suite: scripts/chaos"]
+async fn broker_restarted_mid_stream() {
+    let mut broker = OwnBroker::start();
+    let db = TestDb::new().await;
+    let topic = TestTopic::on(&broker.brokers(), 6).await;
+    let settings = settings(&db, &topic);
+    let stream = Stream::new(3, 0);
+    let sending = stream.send(&settings, RATE);
+    let consumer = ConsumerProcess::spawn(&settings, "chaos-broker");
+    Recovery::default().wait(&db, stream.ids.len()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.restart();
+    let mut recovery = Recovery::default();
+    recovery.wait(&db, stream.ids.len()).await;
+
+    let sent = sending.await.expect("stream");
+    prove(
+        "broker killed, restarted after 5 s",
+        &db,
+        &topic,
+        &stream,
+        sent,
+        &recovery,
+        vec![consumer],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos suite: scripts/chaos"]
+async fn three_consumers_one_killed_one_added() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(6).await;
+    let settings = settings(&db, &topic);
+    let stream = Stream::new(4, 0);
+    let sending = stream.send(&settings, RATE);
+    let mut consumers: Vec<ConsumerProcess> = (0..3)
+        .map(|i| ConsumerProcess::spawn(&settings, &format!("chaos-group-{i}")))
+        .collect();
+    Recovery::default().wait(&db, stream.ids.len()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut recovery = Recovery::default();
+    let killed = consumers.remove(1);
+    killed.signal(Signal::SIGKILL);
+    drop(killed);
+    recovery.wait(&db, stream.ids.len()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    consumers.push(ConsumerProcess::spawn(&settings, "chaos-group-3"));
+    recovery.wait(&db, stream.ids.len()).await;
+
+    let sent = sending.await.expect("stream");
+    prove(
+        "3 consumers, 1 killed, 1 added",
+        &db,
+        &topic,
+        &stream,
+        sent,
+        &recovery,
+        consumers,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos suite: scripts/chaos"]
+async fn one_percent_poison() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(6).await;
+    let settings = settings(&db, &topic);
+    let stream = Stream::new(5, 1);
+    assert_eq!(stream.poison.len(), EVENTS / 100);
+    let sending = stream.send(&settings, RATE);
+    let consumer = ConsumerProcess::spawn(&settings, "chaos-poison");
+    let recovery = Recovery::default();
+    let sent = sending.await.expect("stream");
+    prove(
+        "1% poison, 10 kinds",
+        &db,
+        &topic,
+        &stream,
+        sent,
+        &recovery,
+        vec![consumer],
+    )
+    .await;
+}

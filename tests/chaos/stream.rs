@@ -1,0 +1,295 @@
+//! The stream every scenario sends, and the proof every scenario ends with.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use activity_core::config::Settings;
+use activity_core::NewEvent;
+use activity_producer::synthetic::{Generator, Shape};
+use activity_producer::{TrackError, Tracker};
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::fixtures::*;
+
+/// Events per scenario, duplicates included.
+pub const EVENTS: usize = 200_000;
+/// Messages sent per tick of the stream.
+const CHUNK: usize = 1_000;
+
+/// What a scenario sends.
+pub struct Stream {
+    pub events: Vec<NewEvent>,
+    /// The distinct `event_id`s among `events`.
+    pub ids: HashSet<Uuid>,
+    /// Messages no consumer may store, one per `poison_every` events.
+    pub poison: Vec<Vec<u8>>,
+}
+
+impl Stream {
+    /// `EVENTS` events, 10% of them repeating an earlier `event_id`, and
+    /// `poison_percent`% more messages that must be dead-lettered.
+    pub fn new(seed: u64, poison_percent: usize) -> Self {
+        let mut generator = Generator::new(Shape {
+            seed,
+            duplicates: 0.10,
+            ..Shape::default()
+        });
+        let events: Vec<NewEvent> = (0..EVENTS).map(|_| generator.next_event()).collect();
+        let ids = events.iter().filter_map(|e| e.event_id).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let poison = (0..EVENTS * poison_percent / 100)
+            .map(|i| poison(i, &mut rng))
+            .collect();
+        Self {
+            events,
+            ids,
+            poison,
+        }
+    }
+
+    /// Sends everything at about `per_second` messages a second (0: as fast
+    /// as the broker takes them), poison spread evenly among the events.
+    /// Resolves to the number of messages the broker acknowledged.
+    pub fn send(&self, settings: &Settings, per_second: usize) -> JoinHandle<u64> {
+        let settings = settings.clone();
+        let events = self.events.clone();
+        let poison = self.poison.clone();
+        tokio::spawn(async move {
+            let tracker = Tracker::new(&settings).expect("tracker");
+            let raw = RawProducer::on(&settings.kafka.brokers);
+            let chunks = events.len().div_ceil(CHUNK);
+            let poison_per_chunk = poison.len().div_ceil(chunks.max(1));
+            let mut poison = poison.chunks(poison_per_chunk.max(1));
+            let tick =
+                (per_second > 0).then(|| Duration::from_secs_f64(CHUNK as f64 / per_second as f64));
+            let mut delivered_raw = 0;
+            for chunk in events.chunks(CHUNK) {
+                let started = Instant::now();
+                for event in chunk {
+                    track(&tracker, event.clone()).await;
+                }
+                for message in poison.next().unwrap_or_default() {
+                    raw.send(&settings.kafka.topic, None, None, message).await;
+                    delivered_raw += 1;
+                }
+                if let Some(tick) = tick {
+                    tokio::time::sleep(tick.saturating_sub(started.elapsed())).await;
+                }
+            }
+            let stats = tracker
+                .flush(Duration::from_secs(300))
+                .await
+                .expect("every event delivered");
+            assert_eq!(stats.failed, 0, "no delivery failed");
+            stats.delivered + delivered_raw
+        })
+    }
+}
+
+/// Enqueues one event, waiting while the producer's buffer is full.
+pub async fn track(tracker: &Tracker, event: NewEvent) {
+    loop {
+        match tracker.track_event(event.clone()) {
+            Err(TrackError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+            other => {
+                other.expect("a valid event is accepted");
+                return;
+            }
+        }
+    }
+}
+
+/// One message of poison, of kind `i % 10`.
+fn poison(i: usize, rng: &mut impl Rng) -> Vec<u8> {
+    match i % 10 {
+        // Nothing at all.
+        0 => Vec::new(),
+        // Random bytes (never the Avro single-object marker).
+        1 => {
+            let mut bytes: Vec<u8> = (0..rng.gen_range(1..200)).map(|_| rng.gen()).collect();
+            bytes[0] = 0x7b;
+            bytes
+        }
+        // A service that forgot Avro and sent JSON.
+        2 => format!(
+            r#"{{"event_id":"{}","event_type":"user.login"}}"#,
+            Uuid::new_v4()
+        )
+        .into_bytes(),
+        // A writer schema nobody has (fingerprint altered).
+        3 => {
+            let mut bytes = foreign_record(&Uuid::new_v4().to_string(), "user.login", None);
+            bytes[2] ^= 0xff;
+            bytes
+        }
+        // A record cut short.
+        4 => {
+            let mut bytes = foreign_record(&Uuid::new_v4().to_string(), "user.login", None);
+            bytes.truncate(bytes.len() - 3);
+            bytes
+        }
+        // Wrong values in a well-formed record.
+        5 => foreign_record("not-a-uuid", "user.login", None),
+        6 => foreign_record(
+            &Uuid::new_v4().to_string(),
+            "x'); DROP TABLE activities; --",
+            None,
+        ),
+        7 => foreign_record(
+            &Uuid::new_v4().to_string(),
+            &format!("user.{}", "a".repeat(70)),
+            None,
+        ),
+        // Metadata PostgreSQL's jsonb cannot hold, or that is not an object,
+        // or that nests without end.
+        8 => foreign_record(
+            &Uuid::new_v4().to_string(),
+            "user.login",
+            Some(r#"{"note":"a\u0000b"}"#),
+        ),
+        _ => {
+            let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+            let metadata = if rng.gen_bool(0.5) {
+                "[1,2,3]".to_owned()
+            } else {
+                format!(r#"{{"deep":{deep}}}"#)
+            };
+            foreign_record(&Uuid::new_v4().to_string(), "user.login", Some(&metadata))
+        }
+    }
+}
+
+/// Measures, for each fault, how long the pipeline took to store events
+/// again on every partition once the fault was over.
+#[derive(Default)]
+pub struct Recovery {
+    longest: Duration,
+}
+
+/// Stored events, and each partition's next offset to store.
+async fn progress(client: &tokio_postgres::Client) -> (i64, HashMap<i32, i64>) {
+    let stored = client
+        .query_one("SELECT count(*) FROM activity_event_ids", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(-1);
+    let offsets = client
+        .query("SELECT partition, next_offset FROM consumer_progress", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default();
+    (stored, offsets)
+}
+
+impl Recovery {
+    /// Waits until every partition that had progress has moved on (or, with
+    /// none yet, until more is stored), or all `total` events are stored.
+    pub async fn wait(&mut self, db: &TestDb, total: usize) {
+        let started = Instant::now();
+        let client = db.client().await;
+        let (before, offsets_before) = progress(&client).await;
+        loop {
+            let (stored, offsets) = progress(&client).await;
+            let moved = if offsets_before.is_empty() {
+                stored > before
+            } else {
+                offsets_before
+                    .iter()
+                    .all(|(p, &offset)| offsets.get(p).is_some_and(|&now| now > offset))
+            };
+            if moved || stored >= total as i64 || started.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.longest = self.longest.max(started.elapsed());
+    }
+}
+
+/// Waits for every distinct event, then checks the proof and prints the line.
+pub async fn prove(
+    name: &str,
+    db: &TestDb,
+    topic: &TestTopic,
+    stream: &Stream,
+    sent: u64,
+    recovery: &Recovery,
+    consumers: Vec<ConsumerProcess>,
+) {
+    let distinct = stream.ids.len() as i64;
+    db.wait_for_events(distinct, Duration::from_secs(600)).await;
+    // Whatever redelivered tail remains is read and found stored already.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for consumer in &consumers {
+        consumer.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    let client = db.client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM activities", &[])
+        .await
+        .expect("count rows")
+        .get(0);
+    let stored: HashSet<Uuid> = client
+        .query("SELECT event_id FROM activity_event_ids", &[])
+        .await
+        .expect("read ids")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let lost = stream.ids.difference(&stored).count();
+    let foreign = stored.difference(&stream.ids).count();
+    let letters = activity_consumer::dlq::read_letters(
+        &topic.brokers,
+        &topic.dlq(),
+        Duration::from_secs(3),
+        usize::MAX,
+    )
+    .await
+    .expect("read the dead-letter topic");
+    let line = format!(
+        "{name:<34} sent {sent:>7}  distinct {distinct:>7}  stored {:>7}  duplicates stored {}  lost {lost}  dlq {:>5}  recovery {:.1} s",
+        stored.len(),
+        rows - stored.len() as i64,
+        letters.len(),
+        recovery.longest.as_secs_f64(),
+    );
+    println!("{line}");
+    let report = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(report)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+
+    assert_eq!(lost, 0, "{name}: events lost");
+    assert_eq!(foreign, 0, "{name}: ids stored that were never sent");
+    assert_eq!(rows, stored.len() as i64, "{name}: an event stored twice");
+    let mut expected: HashMap<Vec<u8>, usize> = HashMap::new();
+    for message in &stream.poison {
+        *expected.entry(message.clone()).or_default() += 1;
+    }
+    let mut dead: HashMap<Vec<u8>, usize> = HashMap::new();
+    for letter in &letters {
+        *dead
+            .entry(letter.payload.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        dead.keys().collect::<HashSet<_>>(),
+        expected.keys().collect::<HashSet<_>>(),
+        "{name}: the dead-letter topic holds exactly the invalid messages"
+    );
+    // A crash between a letter's acknowledgement and the commit sends it
+    // again (at least once, like every Kafka write); none may be missing.
+    for (message, copies) in &expected {
+        assert!(
+            dead.get(message).copied().unwrap_or(0) >= *copies,
+            "{name}: every invalid message dead-lettered"
+        );
+    }
+}
