@@ -197,6 +197,11 @@ pub struct ProducerSettings {
     pub linger_ms: u64,
     /// How long a message may wait for the broker before it fails, in milliseconds.
     pub delivery_timeout_ms: u64,
+    /// Most events in one Kafka record batch (librdkafka's
+    /// `batch.num.messages`). Against Tansu, the test broker, 1: it cannot
+    /// serve a fetch that starts inside a record batch (README: Known broker
+    /// differences).
+    pub batch_messages: usize,
 }
 
 impl Default for ProducerSettings {
@@ -204,7 +209,8 @@ impl Default for ProducerSettings {
         Self {
             queue_capacity: 100_000,
             linger_ms: 5,
-            delivery_timeout_ms: 30_000,
+            delivery_timeout_ms: 120_000,
+            batch_messages: 10_000,
         }
     }
 }

@@ -119,6 +119,10 @@ impl Tracker {
                 "message.timeout.ms",
                 settings.producer.delivery_timeout_ms.to_string(),
             )
+            .set(
+                "batch.num.messages",
+                settings.producer.batch_messages.max(1).to_string(),
+            )
             .create_with_context(DeliveryContext {
                 counters: counters.clone(),
             })?;

@@ -15,7 +15,11 @@ async fn sigkill_three_times_while_streaming_loses_and_doubles_nothing() {
     const EVENTS: usize = 100_000;
     let db = TestDb::new().await;
     let topic = TestTopic::new(6).await;
-    let settings = settings(&db, &topic);
+    let mut settings = settings(&db, &topic);
+    // A restarted consumer fetches from its committed offset, which may lie
+    // inside a record batch: Tansu cannot serve that (README: Known broker
+    // differences).
+    settings.producer.batch_messages = 1;
     let mut generator = Generator::new(Shape {
         seed: 9,
         duplicates: 0.05,

@@ -270,6 +270,7 @@ pub fn settings(db: &TestDb, topic: &TestTopic) -> Settings {
 
 /// A consumer running in this process, stopped (gracefully) on `stop` or drop.
 pub struct InProcessConsumer {
+    pub health: activity_consumer::health::Health,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<Totals, activity_consumer::ConsumerError>>>,
 }
@@ -278,9 +279,11 @@ impl InProcessConsumer {
     pub fn start(settings: &Settings) -> Self {
         let store = Store::connect(settings.database_url.expose(), 2).expect("store");
         let consumer = Consumer::build(settings, store).expect("consumer");
+        let health = consumer.health();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(consumer.run_until_stopped(shutdown.clone()));
         Self {
+            health,
             shutdown,
             handle: Some(handle),
         }
@@ -386,6 +389,9 @@ impl RawProducer {
         Self(
             client_config(brokers)
                 .set("enable.idempotence", "true")
+                // One message per record batch: Tansu cannot serve a fetch
+                // that starts inside one (README: Known broker differences).
+                .set("batch.num.messages", "1")
                 .create()
                 .expect("producer"),
         )
