@@ -59,7 +59,8 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
 
     if args.sample > 0 {
         let tracker = Tracker::new(&settings)?;
-        let sent = produce::send_synthetic(&tracker, args.shape.shape(), args.sample).await?;
+        let sent =
+            produce::send_synthetic(&tracker, args.shape.shape(), args.sample, &shutdown).await?;
         eprintln!(
             "sent {} events ({} unique) in {:.1}s; waiting for the consumer",
             sent.sent, sent.unique, sent.seconds

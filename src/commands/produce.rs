@@ -10,6 +10,7 @@ use activity_core::{EventId, NewEvent, RawEvent};
 use activity_producer::synthetic::{Generator, Shape};
 use activity_producer::{TrackError, Tracker};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -69,13 +70,20 @@ pub(crate) struct Summary {
     pub(crate) delivered: u64,
     pub(crate) failed: u64,
     pub(crate) seconds: f64,
+    /// SIGTERM or SIGINT stopped the run before every event was read; what
+    /// was accepted was still flushed to the broker.
+    pub(crate) interrupted: bool,
 }
 
 pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let tracker = Tracker::new(&settings)?;
+    let shutdown = CancellationToken::new();
+    activity_core::shutdown::cancel_on_signal(shutdown.clone());
     let summary = match (&args.file, args.synthetic) {
-        (Some(path), _) => send_file(&tracker, path).await?,
-        (None, Some(count)) => send_synthetic(&tracker, args.shape.shape(), count).await?,
+        (Some(path), _) => send_file(&tracker, path, &shutdown).await?,
+        (None, Some(count)) => {
+            send_synthetic(&tracker, args.shape.shape(), count, &shutdown).await?
+        }
         (None, None) => anyhow::bail!("give --file or --synthetic"),
     };
     println!("{}", serde_json::to_string(&summary)?);
@@ -90,20 +98,31 @@ pub(crate) async fn send_synthetic(
     tracker: &Tracker,
     shape: Shape,
     count: u64,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Summary> {
     let mut generator = Generator::new(shape);
     let progress = progress(count);
     let started = Instant::now();
     let mut ids = HashSet::new();
+    let mut sent = 0;
     for _ in 0..count {
+        if shutdown.is_cancelled() {
+            break;
+        }
         let id = enqueue(tracker, generator.next_event()).await?;
         ids.insert(id);
+        sent += 1;
         progress.inc(1);
     }
-    finish(tracker, progress, started, count, ids.len() as u64, 0).await
+    let unique = ids.len() as u64;
+    finish(tracker, progress, started, sent, unique, 0, shutdown).await
 }
 
-async fn send_file(tracker: &Tracker, path: &PathBuf) -> anyhow::Result<Summary> {
+async fn send_file(
+    tracker: &Tracker,
+    path: &PathBuf,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Summary> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -116,6 +135,9 @@ async fn send_file(tracker: &Tracker, path: &PathBuf) -> anyhow::Result<Summary>
     let (mut sent, mut invalid) = (0u64, 0u64);
     let mut ids = HashSet::new();
     for (index, line) in reader.lines().enumerate() {
+        if shutdown.is_cancelled() {
+            break;
+        }
         let line = line?;
         if line.trim().is_empty() {
             continue;
@@ -145,7 +167,8 @@ async fn send_file(tracker: &Tracker, path: &PathBuf) -> anyhow::Result<Summary>
             Err(other) => return Err(other.into()),
         }
     }
-    finish(tracker, progress, started, sent, ids.len() as u64, invalid).await
+    let unique = ids.len() as u64;
+    finish(tracker, progress, started, sent, unique, invalid, shutdown).await
 }
 
 /// Enqueues one event; when the producer's queue is full, waits for room
@@ -166,9 +189,12 @@ async fn finish(
     sent: u64,
     unique: u64,
     invalid: u64,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Summary> {
     progress.set_message("waiting for the broker");
-    let stats = tracker.flush(Duration::from_secs(120)).await?;
+    // Interrupted, the flush gets what is left of a 30 s stop.
+    let timeout = if shutdown.is_cancelled() { 25 } else { 120 };
+    let stats = tracker.flush(Duration::from_secs(timeout)).await?;
     progress.finish_and_clear();
     Ok(Summary {
         sent,
@@ -177,6 +203,7 @@ async fn finish(
         delivered: stats.delivered,
         failed: stats.failed,
         seconds: started.elapsed().as_secs_f64(),
+        interrupted: shutdown.is_cancelled(),
     })
 }
 

@@ -44,15 +44,15 @@ async fn consumer_killed_five_times() {
     let stream = Stream::new(1, 0);
     let sending = stream.send(&settings, RATE);
     let mut rng = rng();
-    let mut recovery = Recovery::default();
+    let mut recovery = Recovery::start(&db).await;
     let mut consumer = ConsumerProcess::spawn(&settings, "chaos-kill");
-    Recovery::default().wait(&db, stream.ids.len()).await;
+    db.wait_for_events(1, Duration::from_secs(60)).await;
     for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..4_000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..6_000))).await;
         consumer.signal(Signal::SIGKILL);
         drop(consumer);
         consumer = ConsumerProcess::spawn(&settings, "chaos-kill");
-        recovery.wait(&db, stream.ids.len()).await;
+        recovery.fault_over();
     }
     let sent = sending.await.expect("stream");
     prove(
@@ -78,8 +78,9 @@ async fn postgres_down_longer_than_max_poll_interval() {
     settings.consumer.max_poll_interval_ms = 6_000;
     let stream = Stream::new(2, 0);
     let sending = stream.send(&settings, RATE);
+    let mut recovery = Recovery::start(&db).await;
     let consumer = ConsumerProcess::spawn(&settings, "chaos-postgres");
-    Recovery::default().wait(&db, stream.ids.len()).await;
+    db.wait_for_events(1, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     postgres.stop();
@@ -91,8 +92,7 @@ async fn postgres_down_longer_than_max_poll_interval() {
         "the consumer outlives the outage"
     );
     postgres.restart();
-    let mut recovery = Recovery::default();
-    recovery.wait(&db, stream.ids.len()).await;
+    recovery.fault_over();
     wait_until_readiness(&consumer, 200).await;
 
     let sent = sending.await.expect("stream");
@@ -117,15 +117,15 @@ async fn broker_restarted_mid_stream() {
     let settings = settings(&db, &topic);
     let stream = Stream::new(3, 0);
     let sending = stream.send(&settings, RATE);
+    let mut recovery = Recovery::start(&db).await;
     let consumer = ConsumerProcess::spawn(&settings, "chaos-broker");
-    Recovery::default().wait(&db, stream.ids.len()).await;
+    db.wait_for_events(1, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     broker.kill();
     tokio::time::sleep(Duration::from_secs(5)).await;
     broker.restart();
-    let mut recovery = Recovery::default();
-    recovery.wait(&db, stream.ids.len()).await;
+    recovery.fault_over();
 
     let sent = sending.await.expect("stream");
     prove(
@@ -148,20 +148,20 @@ async fn three_consumers_one_killed_one_added() {
     let settings = settings(&db, &topic);
     let stream = Stream::new(4, 0);
     let sending = stream.send(&settings, RATE);
+    let mut recovery = Recovery::start(&db).await;
     let mut consumers: Vec<ConsumerProcess> = (0..3)
         .map(|i| ConsumerProcess::spawn(&settings, &format!("chaos-group-{i}")))
         .collect();
-    Recovery::default().wait(&db, stream.ids.len()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    db.wait_for_events(1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let mut recovery = Recovery::default();
     let killed = consumers.remove(1);
     killed.signal(Signal::SIGKILL);
     drop(killed);
-    recovery.wait(&db, stream.ids.len()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    recovery.fault_over();
+    tokio::time::sleep(Duration::from_secs(8)).await;
     consumers.push(ConsumerProcess::spawn(&settings, "chaos-group-3"));
-    recovery.wait(&db, stream.ids.len()).await;
+    recovery.fault_over();
 
     let sent = sending.await.expect("stream");
     prove(
@@ -185,8 +185,8 @@ async fn one_percent_poison() {
     let stream = Stream::new(5, 1);
     assert_eq!(stream.poison.len(), EVENTS / 100);
     let sending = stream.send(&settings, RATE);
+    let recovery = Recovery::start(&db).await;
     let consumer = ConsumerProcess::spawn(&settings, "chaos-poison");
-    let recovery = Recovery::default();
     let sent = sending.await.expect("stream");
     prove(
         "1% poison, 10 kinds",

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use activity_core::config::Settings;
@@ -166,51 +167,96 @@ fn poison(i: usize, rng: &mut impl Rng) -> Vec<u8> {
     }
 }
 
-/// Measures, for each fault, how long the pipeline took to store events
-/// again on every partition once the fault was over.
-#[derive(Default)]
-pub struct Recovery {
-    longest: Duration,
-}
+/// Each partition's next offset to store, as the consumers record it.
+type Offsets = HashMap<i32, i64>;
 
-/// Stored events, and each partition's next offset to store.
-async fn progress(client: &tokio_postgres::Client) -> (i64, HashMap<i32, i64>) {
-    let stored = client
-        .query_one("SELECT count(*) FROM activity_event_ids", &[])
-        .await
-        .map(|row| row.get(0))
-        .unwrap_or(-1);
-    let offsets = client
-        .query("SELECT partition, next_offset FROM consumer_progress", &[])
-        .await
-        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-        .unwrap_or_default();
-    (stored, offsets)
+/// Samples every partition's progress ten times a second, so that, at the
+/// end, the time each fault took to recover can be read off: from the end of
+/// the fault until every partition that still had events to store stored
+/// more.
+pub struct Recovery {
+    samples: Arc<Mutex<Vec<(Instant, Offsets)>>>,
+    faults: Vec<Instant>,
+    sampler: JoinHandle<()>,
 }
 
 impl Recovery {
-    /// Waits until every partition that had progress has moved on (or, with
-    /// none yet, until more is stored), or all `total` events are stored.
-    pub async fn wait(&mut self, db: &TestDb, total: usize) {
-        let started = Instant::now();
-        let client = db.client().await;
-        let (before, offsets_before) = progress(&client).await;
-        loop {
-            let (stored, offsets) = progress(&client).await;
-            let moved = if offsets_before.is_empty() {
-                stored > before
-            } else {
-                offsets_before
-                    .iter()
-                    .all(|(p, &offset)| offsets.get(p).is_some_and(|&now| now > offset))
-            };
-            if moved || stored >= total as i64 || started.elapsed() > Duration::from_secs(300) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    pub async fn start(db: &TestDb) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let url = db.url.clone();
+        let sampler = {
+            let samples = samples.clone();
+            tokio::spawn(async move {
+                let mut client: Option<tokio_postgres::Client> = None;
+                loop {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                            Ok((c, connection)) => {
+                                tokio::spawn(connection);
+                                Some(c)
+                            }
+                            Err(_) => None,
+                        };
+                    }
+                    if let Some(c) = &client {
+                        if let Ok(rows) = c
+                            .query("SELECT partition, next_offset FROM consumer_progress", &[])
+                            .await
+                        {
+                            let offsets = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                            lock(&samples).push((Instant::now(), offsets));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        Self {
+            samples,
+            faults: Vec::new(),
+            sampler,
         }
-        self.longest = self.longest.max(started.elapsed());
     }
+
+    /// The fault just ended (the process restarted, the server is back).
+    pub fn fault_over(&mut self) {
+        self.faults.push(Instant::now());
+    }
+
+    /// The longest recovery, once everything is stored; None without faults.
+    fn longest(&self) -> Option<Duration> {
+        self.sampler.abort();
+        let samples = lock(&self.samples);
+        let (_, last) = samples.last()?;
+        self.faults
+            .iter()
+            .map(|&fault| {
+                let before = samples
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| *at <= fault)
+                    .map(|(_, offsets)| offsets.clone())
+                    .unwrap_or_default();
+                last.iter()
+                    .filter(|(p, end)| before.get(p).copied().unwrap_or(0) < **end)
+                    .map(|(p, _)| {
+                        let was = before.get(p).copied().unwrap_or(0);
+                        samples
+                            .iter()
+                            .find(|(at, offsets)| {
+                                *at > fault && offsets.get(p).is_some_and(|&now| now > was)
+                            })
+                            .map_or(Duration::ZERO, |(at, _)| *at - fault)
+                    })
+                    .max()
+                    .unwrap_or(Duration::ZERO)
+            })
+            .max()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits for every distinct event, then checks the proof and prints the line.
@@ -227,6 +273,9 @@ pub async fn prove(
     db.wait_for_events(distinct, Duration::from_secs(600)).await;
     // Whatever redelivered tail remains is read and found stored already.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let recovery = recovery
+        .longest()
+        .map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
     for consumer in &consumers {
         consumer.signal(nix::sys::signal::Signal::SIGTERM);
     }
@@ -254,11 +303,10 @@ pub async fn prove(
     .await
     .expect("read the dead-letter topic");
     let line = format!(
-        "{name:<34} sent {sent:>7}  distinct {distinct:>7}  stored {:>7}  duplicates stored {}  lost {lost}  dlq {:>5}  recovery {:.1} s",
+        "{name:<34} sent {sent:>7}  distinct {distinct:>7}  stored {:>7}  duplicates stored {}  lost {lost}  dlq {:>5}  recovery {recovery}",
         stored.len(),
         rows - stored.len() as i64,
         letters.len(),
-        recovery.longest.as_secs_f64(),
     );
     println!("{line}");
     let report = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos.txt");

@@ -434,3 +434,34 @@ async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
     .expect("read the dead-letter topic");
     assert!(letters.is_empty(), "nothing dead-lettered: {letters:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_produce_which_flushes_what_it_accepted() {
+    let topic = TestTopic::new(3).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["produce", "--synthetic", "50000000"])
+        .env("KAFKA_BROKERS", &topic.brokers)
+        .env("KAFKA_TOPIC", &topic.name)
+        .env("APP_ENV", "dev")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn activity produce");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stopped within 30 s")
+        .expect("output");
+    assert!(output.status.success(), "{:?}", output.status);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    let sent = summary["sent"].as_u64().expect("sent");
+    assert!(sent > 0 && sent < 50_000_000, "{summary}");
+    assert_eq!(summary["delivered"].as_u64(), Some(sent), "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+}
