@@ -26,6 +26,11 @@ enum Command {
     Produce(commands::produce::Args),
     /// Serve the analytics API.
     Api(commands::api::Args),
+    /// Serve the HTTP collector: POST /v1/events with a write key.
+    Collect(commands::collect::Args),
+    /// Create, list and revoke the collector's write keys.
+    #[command(subcommand)]
+    Keys(commands::keys::Command),
     /// Mint an analytics API token for local use.
     Token(commands::token::Args),
     /// Maintain the analytics rollups.
@@ -49,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Produce(args) => commands::produce::run(settings, args).await,
         Command::Dev(args) => commands::dev::run(settings, args).await,
         Command::Api(args) => commands::api::run(settings, args).await,
+        Command::Collect(args) => commands::collect::run(settings, args).await,
+        Command::Keys(command) => commands::keys::run(settings, command).await,
         Command::Token(args) => commands::token::run(settings, args),
         Command::Rollups(command) => commands::rollups::run(settings, command).await,
         Command::Dlq(command) => commands::dlq::run(settings, command).await,

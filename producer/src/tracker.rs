@@ -15,6 +15,9 @@
 //!   counted in [`DeliveryStats::failed`] and logged with its `event_id`.
 //! - [`Tracker::flush`] waits until every queued event is delivered or has
 //!   failed; call it before the process exits.
+//! - [`Tracker::send_event`] is the acknowledged variant (the HTTP collector
+//!   answers only once the broker has its events): it enqueues the same way,
+//!   then resolves when the broker acknowledged the event or it failed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,7 +48,12 @@ pub enum TrackError {
     Kafka(#[from] KafkaError),
     #[error("flush timed out with {0} events still waiting for the broker")]
     FlushTimeout(i32),
+    #[error("the broker did not take the event: {0}")]
+    Delivery(KafkaError),
 }
+
+/// Where the delivery report of an acknowledged send goes.
+type Acknowledgement = tokio::sync::oneshot::Sender<Result<(), KafkaError>>;
 
 /// Counts since the tracker was built.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +81,13 @@ struct DeliveryContext {
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<Option<Acknowledgement>>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, acknowledgement: Self::DeliveryOpaque) {
+        if let Some(acknowledgement) = *acknowledgement {
+            // The receiver may be gone (the request timed out): nothing to tell.
+            let _ = acknowledgement.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+        }
         match result {
             Ok(_) => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -138,10 +150,38 @@ impl Tracker {
     /// Validates, encodes and enqueues one event; returns its `event_id`
     /// (generated if the event had none). Does not wait for the broker.
     pub fn track_event(&self, event: NewEvent) -> Result<EventId, TrackError> {
+        self.enqueue(event, Box::new(None))
+    }
+
+    /// Validates, encodes and enqueues one event like [`Tracker::track_event`]
+    /// (an invalid event or a full queue is an error at once), then waits for
+    /// the broker: resolves to the `event_id` once acknowledged, or
+    /// [`TrackError::Delivery`] after `producer.delivery_timeout_ms`.
+    pub fn send_event(
+        &self,
+        event: NewEvent,
+    ) -> Result<impl std::future::Future<Output = Result<EventId, TrackError>>, TrackError> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let event_id = self.enqueue(event, Box::new(Some(sender)))?;
+        Ok(async move {
+            match receiver.await {
+                Ok(Ok(())) => Ok(event_id),
+                Ok(Err(error)) => Err(TrackError::Delivery(error)),
+                Err(_) => Err(TrackError::Delivery(KafkaError::Canceled)),
+            }
+        })
+    }
+
+    fn enqueue(
+        &self,
+        event: NewEvent,
+        acknowledgement: Box<Option<Acknowledgement>>,
+    ) -> Result<EventId, TrackError> {
         let event = event.validate(Utc::now())?;
         let payload = self.codec.encode(&event)?;
         let key = partition_key(event.community_id());
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).payload(&payload);
+        let mut record: BaseRecord<'_, str, [u8], Box<Option<Acknowledgement>>> =
+            BaseRecord::with_opaque_to(&self.topic, acknowledgement).payload(&payload);
         if let Some(key) = &key {
             record = record.key(key.as_str());
         }

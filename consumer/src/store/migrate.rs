@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_top_lists.sql",
         include_str!("../../../sql/migrations/0003_top_lists.sql"),
     ),
+    (
+        4,
+        "0004_write_keys.sql",
+        include_str!("../../../sql/migrations/0004_write_keys.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

@@ -1,0 +1,57 @@
+//! The collector's error answers: `{"error": {"code": "...", "message": "..."}}`,
+//! the same body as the analytics API's.
+
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// No key, a malformed header, or a key nobody created.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A key that was revoked.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body that is not `{"events": [...]}`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Over 1 MiB or over 500 events.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The key's rate limit: retry after this long.
+    #[error("rate limit exceeded; retry after {} ms", .0.as_millis())]
+    RateLimited(Duration),
+    /// Kafka (or the key table) cannot answer: nothing was accepted.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for CollectError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut response = (status, body).into_response();
+        let retry_after = match &self {
+            Self::RateLimited(wait) => Some(wait.as_millis().div_ceil(1000).max(1)),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,362 @@
+//! `POST /v1/events`: a batch in, each event checked, the accepted ones
+//! acknowledged by Kafka before the answer.
+//!
+//! Order of checks: the key (401 unknown, 403 revoked), the body (413 past
+//! 1 MiB or 500 events, 400 when it is not `{"events": [...]}`), the key's
+//! rate limits (429 with `Retry-After`), then each event on its own: size,
+//! fields, the key's communities, spam. Every event not accepted is listed
+//! in `rejected` with its index and reason. The accepted ones are produced
+//! and the answer (202) waits for the broker; if it cannot take them all
+//! within the delivery timeout the answer is 503, and the client retries the
+//! same request: the event ids are fixed before producing (the client's, or
+//! derived from the key, the body and the position), so a retry stores each
+//! event once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use activity_core::{NewEvent, RawEvent};
+use activity_producer::{TrackError, Tracker};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::CollectError;
+use crate::keys::{KeyCache, Lookup, WriteKey};
+use crate::limits::{Limits, RateLimiter, Verdict};
+use crate::metrics;
+use crate::spam::{Signature, SpamFilter};
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most events in one request.
+pub const MAX_EVENTS: usize = 500;
+/// Largest single event, as JSON.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+
+/// Everything a request needs.
+pub struct Collector {
+    pub tracker: Tracker,
+    pub keys: KeyCache,
+    pub limiter: RateLimiter,
+    pub spam: SpamFilter,
+    /// Limits of keys that set none.
+    pub default_limits: Limits,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub error: String,
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, CollectError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            CollectError::Unauthorized("missing Authorization: Bearer <write key>".into())
+        })?
+        .to_str()
+        .map_err(|_| CollectError::Unauthorized("malformed Authorization header".into()))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            CollectError::Unauthorized("expected Authorization: Bearer <write key>".into())
+        })
+}
+
+fn authenticate(collector: &Collector, headers: &HeaderMap) -> Result<WriteKey, CollectError> {
+    match collector.keys.lookup(bearer(headers)?) {
+        Lookup::Valid(key) => Ok(key),
+        Lookup::Revoked => Err(CollectError::Forbidden("this write key was revoked".into())),
+        Lookup::Unknown => Err(CollectError::Unauthorized("unknown write key".into())),
+        Lookup::NotLoaded => Err(CollectError::Unavailable(
+            "write keys are not loaded yet (the database has not answered); retry".into(),
+        )),
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// right-most address of `X-Forwarded-For` that is not a trusted proxy.
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+/// The id of an event sent without one: the same key, body and position
+/// always give the same id, so a retried request dedupes.
+fn derived_event_id(key: Uuid, body: &[u8], index: usize) -> Uuid {
+    let mut digest = Sha256::new();
+    digest.update(key.as_bytes());
+    digest.update(body);
+    digest.update((index as u64).to_le_bytes());
+    let hash = digest.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    Uuid::new_v8(bytes)
+}
+
+fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Option<DateTime<Utc>>), CollectError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| CollectError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(CollectError::BadRequest(
+            r#"the body must be a JSON object {"events": [...]}"#.into(),
+        ));
+    };
+    let sent_at = match object.remove("sent_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(
+            DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| {
+                    CollectError::BadRequest("sent_at must be an RFC 3339 timestamp".into())
+                })?
+                .with_timezone(&Utc),
+        ),
+        Some(_) => {
+            return Err(CollectError::BadRequest(
+                "sent_at must be an RFC 3339 timestamp".into(),
+            ))
+        }
+    };
+    match object.remove("events") {
+        Some(Value::Array(events)) if events.len() > MAX_EVENTS => {
+            Err(CollectError::TooLarge(format!(
+                "{} events in one request; at most {MAX_EVENTS}",
+                events.len()
+            )))
+        }
+        Some(Value::Array(events)) => Ok((events, sent_at)),
+        _ => Err(CollectError::BadRequest(
+            r#"the body must be a JSON object {"events": [...]}"#.into(),
+        )),
+    }
+}
+
+/// Checks one event and fills in what the request knows.
+fn prepare(
+    collector: &Collector,
+    key: &WriteKey,
+    value: Value,
+    context: &RequestContext<'_>,
+    index: usize,
+) -> Result<NewEvent, String> {
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_EVENT_BYTES {
+        return Err(format!("event is {size} bytes; at most {MAX_EVENT_BYTES}"));
+    }
+    let mut event = RawEvent::from_json(value)
+        .and_then(RawEvent::into_new_event)
+        .map_err(|e| e.to_string())?;
+    if !key.may_write(event.community_id) {
+        return Err(match event.community_id {
+            Some(community) => {
+                format!("this write key may not write events of community {community}")
+            }
+            None => "this write key writes only events of its communities; community_id is missing"
+                .into(),
+        });
+    }
+    event.created_at = Some(match (event.created_at, context.sent_at) {
+        // The client's clock is off by (sent_at - received_at): move the
+        // event by the same amount (Segment's convention).
+        (Some(created), Some(sent)) => context.received_at - (sent - created),
+        (Some(created), None) => created,
+        (None, _) => context.received_at,
+    });
+    if event.ip_address.is_none() {
+        event.ip_address = Some(context.client_ip.to_string());
+    }
+    if event.user_agent.is_none() {
+        event.user_agent = context.user_agent.map(str::to_owned);
+    }
+    if event.event_id.is_none() {
+        event.event_id = Some(derived_event_id(key.id, context.body, index));
+    }
+    if let Some(user) = event.user_id {
+        let signature = Signature {
+            key: key.id,
+            user,
+            event_type: event.event_type.clone(),
+            entity: event.entity_type.clone().zip(event.entity_id.clone()),
+        };
+        if collector.spam.is_spam(signature) {
+            metrics::spam_dropped();
+            return Err(collector.spam.describe());
+        }
+    }
+    Ok(event)
+}
+
+struct RequestContext<'a> {
+    body: &'a [u8],
+    sent_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    client_ip: IpAddr,
+    user_agent: Option<&'a str>,
+}
+
+pub async fn post_events(
+    State(collector): State<Arc<Collector>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, CollectError> {
+    let received_at = Utc::now();
+    let key = authenticate(&collector, &headers)?;
+    let body: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes")))?;
+    let (events, sent_at) = parse_body(&body)?;
+
+    let limits = Limits {
+        requests_per_second: key
+            .requests_per_second
+            .unwrap_or(collector.default_limits.requests_per_second),
+        events_per_second: key
+            .events_per_second
+            .unwrap_or(collector.default_limits.events_per_second),
+    };
+    let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    if let Verdict::Limited(wait) = collector.limiter.check(key.id, limits, count).await {
+        metrics::rate_limited();
+        return Err(CollectError::RateLimited(wait));
+    }
+
+    let context = RequestContext {
+        body: &body,
+        sent_at,
+        received_at,
+        client_ip: client_ip(peer.ip(), &headers, &collector.trusted_proxies),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok()),
+    };
+    let mut rejected = Vec::new();
+    let mut deliveries = Vec::with_capacity(events.len());
+    for (index, value) in events.into_iter().enumerate() {
+        let sent = prepare(&collector, &key, value, &context, index).and_then(|event| {
+            match collector.tracker.send_event(event) {
+                Ok(delivery) => Ok(Ok(delivery)),
+                Err(TrackError::Invalid(reason)) => Err(reason.to_string()),
+                Err(other) => Ok(Err(other)),
+            }
+        });
+        match sent {
+            Ok(Ok(delivery)) => deliveries.push(delivery),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the producer cannot take events");
+                return Err(CollectError::Unavailable(format!(
+                    "Kafka cannot take events now ({error}); nothing of this request was accepted; retry it"
+                )));
+            }
+            Err(error) => rejected.push(Rejected { index, error }),
+        }
+    }
+    let accepted = deliveries.len();
+    for delivered in futures::future::join_all(deliveries).await {
+        if let Err(error) = delivered {
+            tracing::warn!(%error, "Kafka did not acknowledge an event");
+            return Err(CollectError::Unavailable(format!(
+                "Kafka did not acknowledge the events ({error}); retry this request: events already stored are not stored twice"
+            )));
+        }
+    }
+    metrics::accepted(accepted, rejected.len());
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        let client: IpAddr = "203.0.113.7".parse().expect("ip");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7, 10.0.0.1"
+                .parse()
+                .expect("header"),
+        );
+        // Behind the proxy: the right-most address that is not a proxy.
+        assert_eq!(client_ip(proxy, &headers, &[proxy]), client);
+        // From anyone else, the header is the client's word: ignored.
+        let stranger: IpAddr = "192.0.2.9".parse().expect("ip");
+        assert_eq!(client_ip(stranger, &headers, &[proxy]), stranger);
+    }
+
+    #[test]
+    fn derived_ids_repeat_for_the_same_request_only() {
+        let key = Uuid::new_v4();
+        let a = derived_event_id(key, b"{\"events\":[{}]}", 0);
+        assert_eq!(a, derived_event_id(key, b"{\"events\":[{}]}", 0));
+        assert_ne!(a, derived_event_id(key, b"{\"events\":[{}]}", 1));
+        assert_ne!(a, derived_event_id(key, b"{\"events\":[{} ]}", 0));
+        assert_ne!(a, derived_event_id(Uuid::new_v4(), b"{\"events\":[{}]}", 0));
+    }
+
+    #[test]
+    fn bodies_of_the_wrong_shape_are_refused() {
+        assert!(matches!(
+            parse_body(b"nope"),
+            Err(CollectError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_body(b"[1]"),
+            Err(CollectError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_body(b"{\"events\": 3}"),
+            Err(CollectError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_body(b"{\"events\": [], \"sent_at\": \"yesterday\"}"),
+            Err(CollectError::BadRequest(_))
+        ));
+        let many = format!("{{\"events\": [{}]}}", vec!["{}"; 501].join(","));
+        assert!(matches!(
+            parse_body(many.as_bytes()),
+            Err(CollectError::TooLarge(_))
+        ));
+        let (events, sent_at) =
+            parse_body(b"{\"events\": [{}], \"sent_at\": \"2026-01-01T00:00:00Z\"}").expect("ok");
+        assert_eq!(events.len(), 1);
+        assert!(sent_at.is_some());
+    }
+}

@@ -1,0 +1,201 @@
+//! Where events enter over HTTP: the collector (`activity collect`).
+//!
+//! - [`ingest`]: `POST /v1/events`, its checks and its answers;
+//! - [`keys`]: write keys (created, listed, revoked; cached per replica);
+//! - [`limits`]: rate limits per key, shared through Redis;
+//! - [`spam`]: bursts of identical events;
+//! - [`error`]: the error answers;
+//! - [`metrics`]: `/metrics`.
+//!
+//! Validation and metadata sanitizing are the shared rules of
+//! `activity-core`, applied again by the consumer.
+
+pub mod error;
+pub mod ingest;
+pub mod keys;
+pub mod limits;
+pub mod metrics;
+pub mod spam;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use activity_core::config::Settings;
+use activity_producer::Tracker;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::Collector;
+use crate::keys::KeyCache;
+use crate::limits::{Limits, RateLimiter};
+use crate::spam::SpamFilter;
+
+/// How to run a collector.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub listen: String,
+    pub database_url: String,
+    pub redis_url: String,
+    /// Limits of keys that set none.
+    pub default_limits: Limits,
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long the broker may take to acknowledge before the answer is 503.
+    pub delivery_timeout: Duration,
+    pub spam_threshold: u32,
+    pub spam_window: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("invalid DATABASE_URL: {0}")]
+    Database(String),
+    #[error("producer: {0}")]
+    Producer(#[from] activity_producer::TrackError),
+}
+
+#[derive(Clone)]
+struct AppState {
+    collector: Arc<Collector>,
+    metrics: Option<PrometheusHandle>,
+    draining: CancellationToken,
+}
+
+/// A bound, not yet serving, collector.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    pool: Pool,
+}
+
+/// A small pool for the key table (read once a second).
+pub fn pool(database_url: &str, size: usize) -> Result<Pool, String> {
+    let config: tokio_postgres::Config = database_url.parse().map_err(|e| format!("{e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl Application {
+    pub async fn build(settings: &Settings, config: CollectorConfig) -> Result<Self, BuildError> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BuildError::Listen(config.listen.clone(), e))?;
+        let mut producer_settings = settings.clone();
+        producer_settings.producer.delivery_timeout_ms =
+            u64::try_from(config.delivery_timeout.as_millis()).unwrap_or(u64::MAX);
+        let collector = Collector {
+            tracker: Tracker::new(&producer_settings)?,
+            keys: KeyCache::default(),
+            limiter: RateLimiter::new(&config.redis_url, ingest::MAX_EVENTS as u32).await,
+            spam: SpamFilter::new(config.spam_threshold, config.spam_window),
+            default_limits: config.default_limits,
+            trusted_proxies: config.trusted_proxies.clone(),
+        };
+        Ok(Self {
+            listener,
+            state: AppState {
+                collector: Arc::new(collector),
+                metrics: metrics::install(),
+                draining: CancellationToken::new(),
+            },
+            pool: pool(&config.database_url, 2).map_err(BuildError::Database)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`; then answers 503 on `/readyz`, finishes the
+    /// requests in flight (their events are acknowledged or refused) and
+    /// flushes the producer.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let keys = tokio::spawn(
+            self.state
+                .collector
+                .keys
+                .clone()
+                .keep_fresh(self.pool.clone(), shutdown.clone()),
+        );
+        let state = self.state.clone();
+        let router = Router::new()
+            .route("/v1/events", post(ingest::post_events))
+            .with_state(state.collector.clone())
+            .route("/healthz", get(|| async { StatusCode::OK }))
+            .route("/readyz", get(readyz).with_state(state.clone()))
+            .route("/metrics", get(render_metrics).with_state(state.clone()));
+        let draining = self.state.draining.clone();
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            draining.cancel();
+        })
+        .await;
+        let _ = keys.await;
+        if let Err(error) = self
+            .state
+            .collector
+            .tracker
+            .flush(Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(%error, "producer not flushed at shutdown");
+        }
+        served
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut reasons = Vec::new();
+    if state.draining.is_cancelled() {
+        reasons.push("shutting down");
+    }
+    if !state.collector.keys.loaded() {
+        reasons.push("write keys not loaded: the database has not answered");
+    }
+    let local = state.collector.limiter.degraded();
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let notes: Vec<&str> = if local {
+        vec!["Redis unavailable: rate limits are local to this replica"]
+    } else {
+        vec![]
+    };
+    (
+        status,
+        Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "degraded": notes})),
+    )
+}
+
+async fn render_metrics(State(state): State<AppState>) -> (StatusCode, String) {
+    metrics::rate_limits_local(state.collector.limiter.degraded());
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::OK, String::new()),
+    }
+}

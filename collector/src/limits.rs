@@ -1,0 +1,255 @@
+//! Rate limits per write key: requests per second and events per second,
+//! shared by every collector replica through Redis.
+//!
+//! Each limit is a token bucket (refilled at the rate, holding one second of
+//! it, and at least one whole request's worth of events). Both buckets of a
+//! key are checked and charged in one Lua script, on Redis' own clock, so
+//! replicas agree without talking to each other. When Redis does not answer,
+//! the collector keeps accepting under the same buckets kept in its own
+//! memory (each replica then allows the full rate: a degraded, not a closed,
+//! mode), logs it, and reports it on `/readyz` and `/metrics` until Redis
+//! answers again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// The limits of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub requests_per_second: u32,
+    pub events_per_second: u32,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Retry after this long.
+    Limited(Duration),
+}
+
+const SCRIPT: &str = r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local wait = 0
+local state = {}
+for i = 1, 2 do
+  local rate = tonumber(ARGV[(i - 1) * 3 + 1])
+  local burst = tonumber(ARGV[(i - 1) * 3 + 2])
+  local cost = tonumber(ARGV[(i - 1) * 3 + 3])
+  local saved = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local tokens = tonumber(saved[1]) or burst
+  local ts = tonumber(saved[2]) or now_ms
+  tokens = math.min(burst, tokens + math.max(0, now_ms - ts) * rate / 1000)
+  if tokens < cost then
+    wait = math.max(wait, math.ceil((cost - tokens) * 1000 / rate))
+  end
+  state[i] = {tokens, rate, burst, cost}
+end
+for i = 1, 2 do
+  local tokens = state[i][1]
+  if wait == 0 then tokens = tokens - state[i][4] end
+  redis.call('HSET', KEYS[i], 't', tostring(tokens), 'ts', now_ms)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(state[i][3] * 1000 / state[i][2]) + 1000)
+end
+return wait
+";
+
+/// One bucket: `rate` tokens per second, at most `burst`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+fn shape(limits: Limits, events: u32, max_events: u32) -> [(f64, f64, f64); 2] {
+    let requests = f64::from(limits.requests_per_second.max(1));
+    let events_rate = f64::from(limits.events_per_second.max(1));
+    [
+        (requests, requests.max(1.0), 1.0),
+        (
+            events_rate,
+            events_rate.max(f64::from(max_events)),
+            f64::from(events),
+        ),
+    ]
+}
+
+/// The limiter of one collector replica.
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: Option<redis::aio::ConnectionManager>,
+    script: Arc<redis::Script>,
+    local: Arc<Mutex<HashMap<(Uuid, usize), Bucket>>>,
+    degraded: Arc<AtomicBool>,
+    max_events: u32,
+}
+
+impl RateLimiter {
+    /// Connects to Redis at `url`; without an answer the limiter starts in
+    /// its local mode and keeps trying Redis on every request.
+    pub async fn new(url: &str, max_events: u32) -> Self {
+        let redis = match redis::Client::open(url) {
+            Ok(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_millis(500))
+                    .set_response_timeout(Duration::from_millis(500))
+                    .set_number_of_retries(1);
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    redis::aio::ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                {
+                    Ok(Ok(manager)) => Some(manager),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "Redis did not answer: rate limits are local to this replica"
+                        );
+                        None
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "invalid REDIS_URL: rate limits are local to this replica");
+                None
+            }
+        };
+        let degraded = Arc::new(AtomicBool::new(redis.is_none()));
+        Self {
+            redis,
+            script: Arc::new(redis::Script::new(SCRIPT)),
+            local: Arc::default(),
+            degraded,
+            max_events,
+        }
+    }
+
+    /// Whether the limits are local to this replica right now (Redis down).
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Checks and charges one request of `events` events for `key`.
+    pub async fn check(&self, key: Uuid, limits: Limits, events: u32) -> Verdict {
+        let buckets = shape(limits, events, self.max_events);
+        if let Some(redis) = &self.redis {
+            let mut connection = redis.clone();
+            let mut invocation = self.script.prepare_invoke();
+            invocation
+                .key(format!("activity:ratelimit:{key}:requests"))
+                .key(format!("activity:ratelimit:{key}:events"));
+            for (rate, burst, cost) in buckets {
+                invocation.arg(rate).arg(burst).arg(cost);
+            }
+            match invocation.invoke_async::<u64>(&mut connection).await {
+                Ok(wait) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        tracing::info!("Redis answers again: rate limits are shared");
+                    }
+                    return verdict(wait);
+                }
+                Err(error) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
+                    }
+                }
+            }
+        }
+        self.check_locally(key, buckets)
+    }
+
+    fn check_locally(&self, key: Uuid, buckets: [(f64, f64, f64); 2]) -> Verdict {
+        let now = Instant::now();
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait_ms: f64 = 0.0;
+        let mut state = [(0.0, 0.0); 2];
+        for (i, (rate, burst, cost)) in buckets.into_iter().enumerate() {
+            let bucket = local.entry((key, i)).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+            let tokens =
+                (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+            if tokens < cost {
+                wait_ms = wait_ms.max(((cost - tokens) * 1000.0 / rate).ceil());
+            }
+            state[i] = (tokens, cost);
+        }
+        for (i, (tokens, cost)) in state.into_iter().enumerate() {
+            let charged = if wait_ms == 0.0 {
+                tokens - cost
+            } else {
+                tokens
+            };
+            local.insert(
+                (key, i),
+                Bucket {
+                    tokens: charged,
+                    at: now,
+                },
+            );
+        }
+        verdict(wait_ms as u64)
+    }
+}
+
+fn verdict(wait_ms: u64) -> Verdict {
+    if wait_ms == 0 {
+        Verdict::Allowed
+    } else {
+        Verdict::Limited(Duration::from_millis(wait_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_buckets_allow_the_burst_then_limit() {
+        // Nothing listens on port 1: the limiter is local from the start.
+        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500).await;
+        assert!(limiter.degraded());
+        let key = Uuid::new_v4();
+        let limits = Limits {
+            requests_per_second: 3,
+            events_per_second: 1_000,
+        };
+        for _ in 0..3 {
+            assert_eq!(limiter.check(key, limits, 10).await, Verdict::Allowed);
+        }
+        match limiter.check(key, limits, 10).await {
+            Verdict::Limited(wait) => assert!(wait <= Duration::from_millis(334), "{wait:?}"),
+            Verdict::Allowed => panic!("the fourth request within a second is limited"),
+        }
+        // Another key has its own buckets.
+        assert_eq!(
+            limiter.check(Uuid::new_v4(), limits, 10).await,
+            Verdict::Allowed
+        );
+    }
+
+    #[tokio::test]
+    async fn events_are_limited_by_their_count() {
+        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500).await;
+        let key = Uuid::new_v4();
+        let limits = Limits {
+            requests_per_second: 1_000,
+            events_per_second: 600,
+        };
+        assert_eq!(limiter.check(key, limits, 500).await, Verdict::Allowed);
+        assert!(matches!(
+            limiter.check(key, limits, 500).await,
+            Verdict::Limited(_)
+        ));
+    }
+}

@@ -1,0 +1,28 @@
+//! The collector's counters, served as Prometheus text on `/metrics`.
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide recorder (once per process; later calls return
+/// None and the first recorder keeps counting).
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
+
+pub(crate) fn accepted(accepted: usize, rejected: usize) {
+    counter!("collector_events_accepted_total").increment(accepted as u64);
+    counter!("collector_events_rejected_total").increment(rejected as u64);
+}
+
+pub(crate) fn spam_dropped() {
+    counter!("collector_spam_events_dropped_total").increment(1);
+}
+
+pub(crate) fn rate_limited() {
+    counter!("collector_requests_rate_limited_total").increment(1);
+}
+
+/// 1 while the rate limits are local to this replica (Redis unavailable).
+pub(crate) fn rate_limits_local(local: bool) {
+    gauge!("collector_rate_limits_local").set(if local { 1.0 } else { 0.0 });
+}

@@ -1,0 +1,107 @@
+//! Bursts of identical events: the same user sending the same event type for
+//! the same entity more than `threshold` times within `window`. The events
+//! past the threshold are rejected with a reason (never dropped behind a
+//! 2xx) and counted; everything else passes.
+//!
+//! Per replica and in memory: a burst is a client loop or a script, and it
+//! reaches one replica through one connection, or a few; a key's total
+//! volume is bounded by its rate limit, which is shared. Events without a
+//! user (system events) are never counted as spam. Memory is bounded: at most
+//! `MAX_TRACKED` signatures are tracked; past that, windows that ended are
+//! forgotten, and if every tracked window is still open, new signatures pass
+//! unchecked rather than block legitimate traffic.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+const MAX_TRACKED: usize = 100_000;
+
+/// What makes two events identical for spam purposes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signature {
+    pub key: Uuid,
+    pub user: Uuid,
+    pub event_type: String,
+    pub entity: Option<(String, String)>,
+}
+
+/// Counts identical events per window.
+pub struct SpamFilter {
+    threshold: u32,
+    window: Duration,
+    seen: Mutex<HashMap<Signature, (Instant, u32)>>,
+}
+
+impl SpamFilter {
+    pub fn new(threshold: u32, window: Duration) -> Self {
+        Self {
+            threshold,
+            window,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Whether this event is past the threshold in its window (and so spam).
+    pub fn is_spam(&self, signature: Signature) -> bool {
+        self.is_spam_at(signature, Instant::now())
+    }
+
+    fn is_spam_at(&self, signature: Signature, now: Instant) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_TRACKED && !seen.contains_key(&signature) {
+            let window = self.window;
+            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+            if seen.len() >= MAX_TRACKED {
+                return false;
+            }
+        }
+        let entry = seen.entry(signature).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        entry.1 > self.threshold
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "spam: more than {} identical events (same user, event type and entity) within {} s",
+            self.threshold,
+            self.window.as_secs_f64()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature(user: Uuid, event_type: &str) -> Signature {
+        Signature {
+            key: Uuid::nil(),
+            user,
+            event_type: event_type.into(),
+            entity: Some(("post".into(), "1".into())),
+        }
+    }
+
+    #[test]
+    fn only_what_passes_the_threshold_in_a_window_is_spam() {
+        let filter = SpamFilter::new(3, Duration::from_secs(10));
+        let user = Uuid::new_v4();
+        let start = Instant::now();
+        let verdicts: Vec<bool> = (0..5)
+            .map(|_| filter.is_spam_at(signature(user, "post.liked"), start))
+            .collect();
+        assert_eq!(verdicts, [false, false, false, true, true]);
+        // Another type, another user: their own counts.
+        assert!(!filter.is_spam_at(signature(user, "post.viewed"), start));
+        assert!(!filter.is_spam_at(signature(Uuid::new_v4(), "post.liked"), start));
+        // A new window starts over.
+        let later = start + Duration::from_secs(10);
+        assert!(!filter.is_spam_at(signature(user, "post.liked"), later));
+    }
+}

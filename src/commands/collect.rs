@@ -1,0 +1,64 @@
+//! `activity collect`: the HTTP collector.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use activity_collector::limits::Limits;
+use activity_collector::{Application, CollectorConfig};
+use activity_core::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Address to serve on.
+    #[arg(long, env = "COLLECT_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: String,
+    /// Redis shared by every collector replica for rate limits.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Requests per second per key, for keys that set none.
+    #[arg(long, env = "COLLECT_REQUESTS_PER_SECOND", default_value_t = 100)]
+    requests_per_second: u32,
+    /// Events per second per key, for keys that set none.
+    #[arg(long, env = "COLLECT_EVENTS_PER_SECOND", default_value_t = 10_000)]
+    events_per_second: u32,
+    /// Proxies whose X-Forwarded-For is believed, comma separated.
+    #[arg(long, env = "COLLECT_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpAddr>,
+    /// How long Kafka may take to acknowledge a request's events before the
+    /// answer is 503, in milliseconds (below the clients' HTTP timeout).
+    #[arg(long, env = "COLLECT_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
+    delivery_timeout_ms: u64,
+    /// Identical events (same user, type, entity) past this many within the
+    /// spam window are rejected as spam.
+    #[arg(long, env = "COLLECT_SPAM_THRESHOLD", default_value_t = 50)]
+    spam_threshold: u32,
+    /// The spam window, in milliseconds.
+    #[arg(long, env = "COLLECT_SPAM_WINDOW_MS", default_value_t = 10_000)]
+    spam_window_ms: u64,
+}
+
+pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let app = Application::build(
+        &settings,
+        CollectorConfig {
+            listen: args.listen.clone(),
+            database_url: settings.database_url.expose().to_owned(),
+            redis_url: args.redis_url.clone(),
+            default_limits: Limits {
+                requests_per_second: args.requests_per_second.max(1),
+                events_per_second: args.events_per_second.max(1),
+            },
+            trusted_proxies: args.trusted_proxies.clone(),
+            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms.max(1)),
+            spam_threshold: args.spam_threshold,
+            spam_window: Duration::from_millis(args.spam_window_ms.max(1)),
+        },
+    )
+    .await?;
+    tracing::info!(address = %app.local_addr()?, "collector listening");
+    let shutdown = CancellationToken::new();
+    activity_core::shutdown::cancel_on_signal(shutdown.clone());
+    app.run_until_stopped(shutdown).await?;
+    Ok(())
+}
