@@ -8,6 +8,7 @@
 mod fixtures;
 
 mod analytics;
+mod collector;
 mod crash;
 mod dead_letters;
 mod pipeline;

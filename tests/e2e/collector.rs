@@ -1,0 +1,420 @@
+//! The HTTP collector as a process: keys, status codes, per-event
+//! rejections, retries, tenants, rate limits across replicas, spam,
+//! redaction. Real collector processes, broker, Redis and PostgreSQL.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use activity_core::config::Settings;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::fixtures::*;
+
+/// `activity keys create …`: the key's secret (the last line of stdout).
+fn create_key(db: &TestDb, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["keys", "create", "--name", "test"])
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("run activity keys create");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let secret = stdout.lines().last().expect("a key").trim().to_owned();
+    assert!(secret.starts_with("atk_"), "{stdout}");
+    secret
+}
+
+fn key_id(db: &TestDb) -> Uuid {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["keys", "list"])
+        .env("DATABASE_URL", &db.url)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("run activity keys list");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().expect("a key")).expect("json");
+    assert!(
+        !stdout.contains("atk_") || last["prefix"].as_str().is_some_and(|p| p.len() < 12),
+        "keys list never shows a whole key"
+    );
+    last["id"].as_str().expect("id").parse().expect("uuid")
+}
+
+fn revoke(db: &TestDb, id: Uuid) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["keys", "revoke", &id.to_string()])
+        .env("DATABASE_URL", &db.url)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("run activity keys revoke");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// `activity collect` on a free port, killed when dropped.
+struct Collector {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl Collector {
+    async fn spawn(settings: &Settings, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("collector.log"))
+            .expect("log");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"));
+        command
+            .arg("collect")
+            .env("DATABASE_URL", settings.database_url.expose())
+            .env("KAFKA_BROKERS", &settings.kafka.brokers)
+            .env("KAFKA_TOPIC", &settings.kafka.topic)
+            .env("COLLECT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("APP_ENV", "dev")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("spawn activity collect");
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("{url}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "collector ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { _child: child, url }
+    }
+
+    async fn post(
+        &self,
+        key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value, Option<String>) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/v1/events", self.url))
+            .header("content-type", "application/json")
+            .header("user-agent", "collector-test/1.0")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("the collector answers");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body, retry_after)
+    }
+}
+
+fn login(user: Uuid, community: Uuid) -> Value {
+    json!({"event_type": "user.login", "user_id": user, "community_id": community})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_code_of_the_collector() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::spawn(&settings, &[]).await;
+    let community = Uuid::new_v4();
+    let one = json!({"events": [login(Uuid::new_v4(), community)]}).to_string();
+
+    let (status, body, _) = collector.post(Some(&key), one.clone()).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    assert_eq!(body["rejected"], json!([]));
+
+    for bad in [
+        "nope",
+        "[1]",
+        r#"{"events": 1}"#,
+        r#"{"events": [], "sent_at": 5}"#,
+    ] {
+        let (status, body, _) = collector.post(Some(&key), bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    let (status, _, _) = collector.post(None, one.clone()).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = collector.post(Some("atk_not_a_key"), one.clone()).await;
+    assert_eq!(status, 401);
+
+    let too_many = json!({"events": vec![login(Uuid::new_v4(), community); 501]}).to_string();
+    let (status, body, _) = collector.post(Some(&key), too_many).await;
+    assert_eq!(status, 413, "{body}");
+    let huge = format!(r#"{{"events": [], "pad": "{}"}}"#, "x".repeat(1024 * 1024));
+    let (status, _, _) = collector.post(Some(&key), huge).await;
+    assert_eq!(status, 413);
+
+    let slow = create_key(&db, &["--all-communities", "--requests-per-second", "1"]);
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // the replica reloads its keys
+    let (first, _, _) = collector.post(Some(&slow), one.clone()).await;
+    let (second, body, retry_after) = collector.post(Some(&slow), one.clone()).await;
+    assert_eq!((first, second), (202, 429), "{body}");
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+
+    revoke(&db, key_id(&db));
+    let started = Instant::now();
+    loop {
+        let (status, _, _) = collector.post(Some(&slow), one.clone()).await;
+        if status == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "revoked within seconds"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A broker that never answers: nothing accepted, 503, retry safely.
+    let mut unreachable = settings.clone();
+    unreachable.kafka.brokers = "127.0.0.1:1".into();
+    let down = Collector::spawn(&unreachable, &[("COLLECT_DELIVERY_TIMEOUT_MS", "1000")]).await;
+    let (status, body, retry_after) = down.post(Some(&key), one).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(retry_after.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_batch_stores_exactly_the_valid_events_once_however_often_it_is_sent() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let mine = Uuid::new_v4();
+    let theirs = Uuid::new_v4();
+    let key = create_key(&db, &["--community", &mine.to_string()]);
+    let collector = Collector::spawn(&settings, &[]).await;
+
+    let user = Uuid::new_v4();
+    let mut events = Vec::new();
+    let mut invalid = HashSet::new();
+    for i in 0..20 {
+        let event = match i {
+            3 => json!({"event_type": "Not A Type", "community_id": mine}),
+            7 => json!({"event_type": "user.login", "user_id": "not-a-uuid", "community_id": mine}),
+            9 => {
+                json!({"event_type": "user.login", "community_id": mine, "metadata": {"a": "x\u{0}y"}})
+            }
+            12 => login(user, theirs),
+            15 => {
+                json!({"event_type": "user.login", "community_id": mine, "metadata": {"pad": "x".repeat(33 * 1024)}})
+            }
+            17 => json!("a string"),
+            0 => json!({
+                "event_type": "user.login", "user_id": user, "community_id": mine,
+                "metadata": {"password": "hunter2", "note": "Bearer abcdefghijklmnopqrstuvwxyz0123456789", "plan": "pro"}
+            }),
+            _ => json!({"event_type": "post.viewed", "user_id": user, "community_id": mine,
+                         "entity_type": "post", "entity_id": i}),
+        };
+        if matches!(i, 3 | 7 | 9 | 12 | 15 | 17) {
+            invalid.insert(i);
+        }
+        events.push(event);
+    }
+    let body = json!({"events": events}).to_string();
+    let (status, answer, _) = collector.post(Some(&key), body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 14);
+    let rejected: HashSet<u64> = answer["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| {
+            assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+            r["index"].as_u64().expect("index")
+        })
+        .collect();
+    assert_eq!(rejected, invalid.iter().map(|&i| i as u64).collect());
+    let foreign = answer["rejected"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["index"] == 12))
+        .map(|r| r["error"].to_string())
+        .unwrap_or_default();
+    assert!(foreign.contains(&theirs.to_string()), "{foreign}");
+
+    // The same request again (a client retrying after a timeout): same ids.
+    let (status, _, _) = collector.post(Some(&key), body).await;
+    assert_eq!(status, 202);
+
+    let consumer = InProcessConsumer::start(&settings);
+    assert_eq!(db.wait_for_events(14, Duration::from_secs(60)).await, 14);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let totals = consumer.stop().await;
+    assert_eq!(totals.stored, 14);
+    assert_eq!(db.count("SELECT count(*) FROM activities").await, 14);
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT metadata, ip_address, user_agent FROM activities WHERE metadata ? 'plan'",
+            &[],
+        )
+        .await
+        .expect("the event with secrets");
+    let metadata: Value = row.get(0);
+    assert_eq!(metadata["password"], "[REDACTED]");
+    assert_eq!(metadata["note"], "[REDACTED]");
+    assert_eq!(metadata["plan"], "pro");
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("collector-test/1.0")
+    );
+    let everything: String = client
+        .query_one(
+            "SELECT string_agg(metadata::text, ' ') FROM activities",
+            &[],
+        )
+        .await
+        .expect("metadata")
+        .get(0);
+    assert!(!everything.contains("hunter2") && !everything.contains("abcdefghij"));
+    // Nor did the secrets reach Kafka.
+    let raw: Vec<Vec<u8>> =
+        read_topic(&settings.kafka.brokers, &topic.name, Duration::from_secs(2));
+    assert_eq!(raw.len(), 28, "two requests of 14 events each");
+    assert!(raw
+        .iter()
+        .all(|bytes| !String::from_utf8_lossy(bytes).contains("hunter2")));
+}
+
+/// Every message of `topic`, from the beginning.
+fn read_topic(brokers: &str, topic: &str, idle: Duration) -> Vec<Vec<u8>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Message;
+    let reader: BaseConsumer = activity_core::kafka::client_config(brokers)
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[topic]).expect("subscribe");
+    let mut messages = Vec::new();
+    let mut quiet = Instant::now();
+    let started = Instant::now();
+    while (messages.is_empty() && started.elapsed() < Duration::from_secs(30))
+        || quiet.elapsed() < idle
+    {
+        if let Some(Ok(message)) = reader.poll(Duration::from_millis(100)) {
+            messages.push(message.payload().unwrap_or_default().to_vec());
+            quiet = Instant::now();
+        }
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_revocations_hold_across_two_replicas_and_spam_is_rejected() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities", "--requests-per-second", "5"]);
+    let spam_env = [("COLLECT_SPAM_THRESHOLD", "10")];
+    let replicas = [
+        Collector::spawn(&settings, &spam_env).await,
+        Collector::spawn(&settings, &spam_env).await,
+    ];
+    let community = Uuid::new_v4();
+
+    // 30 requests, alternating between the replicas, as fast as they answer.
+    let started = Instant::now();
+    let mut allowed = 0u64;
+    let mut limited = [0u64; 2];
+    for i in 0..30 {
+        let body = json!({"events": [login(Uuid::new_v4(), community)]}).to_string();
+        match replicas[i % 2].post(Some(&key), body).await.0 {
+            202 => allowed += 1,
+            429 => limited[i % 2] += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // One bucket for both: its burst (5) plus what refilled meanwhile.
+    let bound = 5 + (started.elapsed().as_secs_f64() * 5.0).ceil() as u64;
+    assert!(
+        allowed >= 5 && allowed <= bound,
+        "allowed {allowed}, bound {bound}"
+    );
+    assert!(limited[0] > 0 && limited[1] > 0, "{limited:?}");
+
+    // Spam: the same user, type and entity 15 times in one batch: the 5 past
+    // the threshold are rejected with the reason, the rest of the batch passes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = Uuid::new_v4();
+    let mut events = vec![
+        json!({"event_type": "post.liked", "user_id": user, "community_id": community,
+                                 "entity_type": "post", "entity_id": "1"});
+        15
+    ];
+    events.push(login(Uuid::new_v4(), community));
+    let (status, body, _) = replicas[0]
+        .post(Some(&key), json!({"events": events}).to_string())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 11, "{body}");
+    let spam: Vec<&Value> = body["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .collect();
+    assert_eq!(spam.len(), 5);
+    assert!(spam
+        .iter()
+        .all(|r| r["error"].as_str().is_some_and(|e| e.starts_with("spam"))));
+    let metrics = reqwest::get(format!("{}/metrics", replicas[0].url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("collector_spam_events_dropped_total 5"),
+        "{metrics}"
+    );
+
+    // Revoked once, refused by both replicas within seconds.
+    revoke(&db, key_id(&db));
+    let started = Instant::now();
+    for replica in &replicas {
+        loop {
+            let body = json!({"events": [login(Uuid::new_v4(), community)]}).to_string();
+            if replica.post(Some(&key), body).await.0 == 403 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "revoked everywhere within seconds"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
