@@ -734,4 +734,61 @@ mod tests {
             .unwrap();
         assert_eq!(created.community_name(), Some("Rustaceans"));
     }
+
+    /// Any JSON value: scalars, and arrays and objects of them, nested.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::hash_map(".{0,12}", inner, 0..8)
+                    .prop_map(|m| { serde_json::Value::Object(m.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    const FIELDS: &[&str] = &[
+        "event_id",
+        "user_id",
+        "community_id",
+        "event_type",
+        "entity_type",
+        "entity_id",
+        "metadata",
+        "ip_address",
+        "user_agent",
+        "created_at",
+    ];
+
+    proptest::proptest! {
+        /// The collector's and `produce --file`'s parser, then every rule:
+        /// never a panic, whatever the JSON; and what passes obeys the rules.
+        #[test]
+        fn parsing_and_validating_any_json_never_panics(
+            value in any_json(),
+            fields in proptest::collection::vec((0..FIELDS.len(), any_json()), 0..10),
+        ) {
+            let mut object = serde_json::Map::new();
+            for (field, field_value) in fields {
+                object.insert(FIELDS[field].to_owned(), field_value);
+            }
+            for candidate in [value, serde_json::Value::Object(object)] {
+                let validated = RawEvent::from_json(candidate)
+                    .and_then(RawEvent::into_new_event)
+                    .and_then(|event| event.validate(now()));
+                if let Ok(event) = validated {
+                    proptest::prop_assert!(event.event_type().as_str().len() <= 64);
+                    proptest::prop_assert!(event.user_agent().is_none_or(|ua| ua.len() <= 512));
+                    proptest::prop_assert!(event.created_at() <= now() + MAX_FUTURE_SKEW);
+                }
+            }
+        }
+    }
 }
