@@ -88,6 +88,7 @@ pub fn spawn_consumer(
         .env("CONSUMER_GROUP_ID", group)
         .env("CONSUMER_MAX_IN_FLIGHT", consumer.max_in_flight.to_string())
         .env("CONSUMER_BATCH_SIZE", consumer.batch_size.to_string())
+        .env("METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -334,6 +334,13 @@ mod tests {
     }
 
     #[test]
+    fn other_control_characters_are_kept() {
+        // JSON escapes them and jsonb stores them; only NUL cannot be stored.
+        let kept = Metadata::sanitize(json!({"bell": "a\u{7}b", "tab\t": "x\ny"})).expect("kept");
+        assert_eq!(kept.to_json(), r#"{"bell":"a\u0007b","tab\t":"x\ny"}"#);
+    }
+
+    #[test]
     fn nul_and_non_objects_are_rejected() {
         assert_eq!(
             Metadata::sanitize(json!({"a": "x\u{0}y"})),
