@@ -157,10 +157,13 @@ pub async fn revoke(pool: &Pool, id: Uuid) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The keys as this replica last read them, by hash.
+/// Every key, by the SHA-256 of its secret.
+type KeysByHash = HashMap<Vec<u8>, WriteKey>;
+
+/// The keys as this replica last read them (None until the first read).
 #[derive(Clone, Default)]
 pub struct KeyCache {
-    keys: Arc<RwLock<Option<HashMap<Vec<u8>, WriteKey>>>>,
+    keys: Arc<RwLock<Option<KeysByHash>>>,
 }
 
 /// What a presented key turned out to be.
@@ -198,7 +201,7 @@ impl KeyCache {
         let rows = client
             .query(include_str!("../../sql/queries/keys/active_keys.sql"), &[])
             .await?;
-        let keys: HashMap<Vec<u8>, WriteKey> = rows
+        let keys: KeysByHash = rows
             .iter()
             .map(|row| {
                 (

@@ -5,7 +5,7 @@
 //! - [`limits`]: rate limits per key, shared through Redis;
 //! - [`spam`]: bursts of identical events;
 //! - [`error`]: the error answers;
-//! - [`metrics`]: `/metrics`.
+//! - [`metrics`]: the counters on `/metrics`.
 //!
 //! Validation and metadata sanitizing are the shared rules of
 //! `activity-core`, applied again by the consumer.

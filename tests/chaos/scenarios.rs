@@ -142,36 +142,54 @@ async fn broker_restarted_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "chaos suite: scripts/chaos"]
-async fn three_consumers_one_killed_one_added() {
+async fn scale_from_one_to_three_and_back_with_one_killed() {
     let db = TestDb::new().await;
     let topic = TestTopic::new(6).await;
     let settings = settings(&db, &topic);
     let stream = Stream::new(4, 0);
     let sending = stream.send(&settings, RATE);
     let mut recovery = Recovery::start(&db).await;
-    let mut consumers: Vec<ConsumerProcess> = (0..3)
+    let first = ConsumerProcess::spawn(&settings, "chaos-group-0");
+    db.wait_for_events(1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Scale out to three.
+    let mut others: Vec<ConsumerProcess> = (1..3)
         .map(|i| ConsumerProcess::spawn(&settings, &format!("chaos-group-{i}")))
         .collect();
-    db.wait_for_events(1, Duration::from_secs(60)).await;
+    recovery.fault_over();
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let killed = consumers.remove(1);
+    // One dies; a replacement comes 8 s later (Kubernetes restarting it).
+    let killed = others.remove(0);
     killed.signal(Signal::SIGKILL);
     drop(killed);
     recovery.fault_over();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    consumers.push(ConsumerProcess::spawn(&settings, "chaos-group-3"));
+    others.push(ConsumerProcess::spawn(&settings, "chaos-group-3"));
+    recovery.fault_over();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Scale back in to one: SIGTERM, each leaves the group after its batch.
+    for mut other in others {
+        other.signal(Signal::SIGTERM);
+        let stopped = tokio::time::timeout(Duration::from_secs(30), other.child.wait()).await;
+        assert!(
+            stopped.is_ok_and(|status| status.is_ok_and(|s| s.success())),
+            "a consumer stops cleanly on SIGTERM"
+        );
+    }
     recovery.fault_over();
 
     let sent = sending.await.expect("stream");
     prove(
-        "3 consumers, 1 killed, 1 added",
+        "1 -> 3 consumers, 1 killed, 1 added, -> 1",
         &db,
         &topic,
         &stream,
         sent,
         &recovery,
-        consumers,
+        vec![first],
     )
     .await;
 }
