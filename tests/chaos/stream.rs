@@ -60,6 +60,9 @@ impl Stream {
         // paused position, which may lie inside a record batch: Tansu cannot
         // serve that (README: Known broker differences).
         settings.producer.batch_messages = 1;
+        // The broker may be down or slow for a while in a scenario: the
+        // bounded queue makes the sender wait instead of events expiring.
+        settings.producer.delivery_timeout_ms = 600_000;
         let events = self.events.clone();
         let poison = self.poison.clone();
         tokio::spawn(async move {
@@ -85,7 +88,7 @@ impl Stream {
                 }
             }
             let stats = tracker
-                .flush(Duration::from_secs(300))
+                .flush(Duration::from_secs(600))
                 .await
                 .expect("every event delivered");
             assert_eq!(stats.failed, 0, "no delivery failed");
