@@ -23,7 +23,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -127,15 +128,27 @@ fn derived_event_id(key: Uuid, body: &[u8], index: usize) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Option<DateTime<Utc>>), CollectError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| CollectError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let Value::Object(mut object) = value else {
-        return Err(CollectError::BadRequest(
-            r#"the body must be a JSON object {"events": [...]}"#.into(),
-        ));
-    };
-    let sent_at = match object.remove("sent_at") {
+/// The request body: each event kept as its text, parsed one by one later
+/// (one bad event must not fail the others, and its size is its text's).
+#[derive(Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    #[serde(default)]
+    sent_at: Option<Value>,
+}
+
+const SHAPE: &str = r#"the body must be a JSON object {"events": [...]}"#;
+
+fn parse_body(body: &[u8]) -> Result<(Vec<&RawValue>, Option<DateTime<Utc>>), CollectError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| CollectError::BadRequest("the body is not UTF-8 JSON".into()))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(CollectError::BadRequest(SHAPE.into()));
+    }
+    let batch: Batch<'_> = serde_json::from_str(text)
+        .map_err(|e| CollectError::BadRequest(format!("{SHAPE}: {e}")))?;
+    let sent_at = match batch.sent_at {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(
             DateTime::parse_from_rfc3339(&text)
@@ -150,35 +163,28 @@ fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Option<DateTime<Utc>>), Collec
             ))
         }
     };
-    match object.remove("events") {
-        Some(Value::Array(events)) if events.len() > MAX_EVENTS => {
-            Err(CollectError::TooLarge(format!(
-                "{} events in one request; at most {MAX_EVENTS}",
-                events.len()
-            )))
-        }
-        Some(Value::Array(events)) => Ok((events, sent_at)),
-        _ => Err(CollectError::BadRequest(
-            r#"the body must be a JSON object {"events": [...]}"#.into(),
-        )),
+    if batch.events.len() > MAX_EVENTS {
+        return Err(CollectError::TooLarge(format!(
+            "{} events in one request; at most {MAX_EVENTS}",
+            batch.events.len()
+        )));
     }
+    Ok((batch.events, sent_at))
 }
 
 /// Checks one event and fills in what the request knows.
 fn prepare(
     collector: &Collector,
     key: &WriteKey,
-    value: Value,
+    raw: &RawValue,
     context: &RequestContext<'_>,
     index: usize,
 ) -> Result<NewEvent, String> {
-    let size = serde_json::to_vec(&value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
         return Err(format!("event is {size} bytes; at most {MAX_EVENT_BYTES}"));
     }
-    let mut event = RawEvent::from_json(value)
+    let mut event = RawEvent::from_json_text(raw.get())
         .and_then(RawEvent::into_new_event)
         .map_err(|e| e.to_string())?;
     if !key.may_write(event.community_id) {
@@ -267,14 +273,15 @@ pub async fn post_events(
     };
     let mut rejected = Vec::new();
     let mut deliveries = Vec::with_capacity(events.len());
-    for (index, value) in events.into_iter().enumerate() {
-        let sent = prepare(&collector, &key, value, &context, index).and_then(|event| {
-            match collector.tracker.send_event(event) {
-                Ok(delivery) => Ok(Ok(delivery)),
-                Err(TrackError::Invalid(reason)) => Err(reason.to_string()),
-                Err(other) => Ok(Err(other)),
-            }
-        });
+    for (index, raw) in events.into_iter().enumerate() {
+        let sent =
+            prepare(&collector, &key, raw, &context, index).and_then(|event| {
+                match collector.tracker.send_event(event) {
+                    Ok(delivery) => Ok(Ok(delivery)),
+                    Err(TrackError::Invalid(reason)) => Err(reason.to_string()),
+                    Err(other) => Ok(Err(other)),
+                }
+            });
         match sent {
             Ok(Ok(delivery)) => deliveries.push(delivery),
             Ok(Err(error)) => {

@@ -465,6 +465,20 @@ impl RawEvent {
         })
     }
 
+    /// Parses one JSON object from its text (the collector's path: no
+    /// intermediate tree); any other JSON value is a clear error.
+    pub fn from_json_text(text: &str) -> Result<Self, ValidationError> {
+        let not_an_object = ValidationError::WrongType {
+            field: "event",
+            expected: "a JSON object",
+        };
+        // Checked first: serde would read a struct from an array too.
+        if !text.trim_start().starts_with('{') {
+            return Err(not_an_object);
+        }
+        serde_json::from_str(text).map_err(|_| not_an_object)
+    }
+
     /// Checks the JSON types and parses ids and timestamps.
     pub fn into_new_event(self) -> Result<NewEvent, ValidationError> {
         let uuid = |field: &'static str, value: serde_json::Value| {
@@ -780,6 +794,12 @@ mod tests {
                 object.insert(FIELDS[field].to_owned(), field_value);
             }
             for candidate in [value, serde_json::Value::Object(object)] {
+                // The collector's parser (from text) and the tree parser
+                // accept the same values.
+                proptest::prop_assert_eq!(
+                    RawEvent::from_json_text(&candidate.to_string()).is_ok(),
+                    RawEvent::from_json(candidate.clone()).is_ok()
+                );
                 let validated = RawEvent::from_json(candidate)
                     .and_then(RawEvent::into_new_event)
                     .and_then(|event| event.validate(now()));
