@@ -1,5 +1,5 @@
-//! What the consumer tells its orchestrator: `/healthz` and `/readyz` on
-//! `--metrics-listen` (default `127.0.0.1:9091`).
+//! What the consumer tells its orchestrator: `/healthz`, `/readyz` and
+//! `/metrics` on `--metrics-listen` (default `127.0.0.1:9091`).
 //!
 //! - `/healthz` answers 200 while the process serves HTTP: a liveness probe
 //!   restarts only a process that no longer answers. A database outage must
@@ -10,6 +10,10 @@
 //!   dead-letter topic cannot be written, the partitions are paused, or the
 //!   process is shutting down. Dashboards and alerts read it; an outage shows
 //!   here within one failed attempt, and clears with the first stored batch.
+//! - `/metrics`: Prometheus text: `consumer_events_stored_total`,
+//!   `consumer_events_duplicate_total`, `consumer_events_dead_lettered_total`,
+//!   `consumer_batches_total`, `consumer_batch_store_seconds` (a summary of
+//!   the time from taking a batch to having it stored), `consumer_ready`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +23,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +109,18 @@ async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
+/// Installs the process-wide Prometheus recorder (once per process).
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
+
+async fn render_metrics(
+    State((health, handle)): State<(Health, Option<PrometheusHandle>)>,
+) -> String {
+    metrics::gauge!("consumer_ready").set(if health.readiness().ready { 1.0 } else { 0.0 });
+    handle.map(|h| h.render()).unwrap_or_default()
+}
+
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<Readiness>) {
     let readiness = health.readiness();
     let status = if readiness.ready {
@@ -115,23 +132,27 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<Readiness>) {
 }
 
 /// The consumer's HTTP endpoints.
-pub fn router(health: Health) -> Router {
+pub fn router(health: Health, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(health)
+        .route("/readyz", get(readyz).with_state(health.clone()))
+        .route(
+            "/metrics",
+            get(render_metrics).with_state((health, metrics)),
+        )
 }
 
 /// Binds `listen` and serves [`router`] until `shutdown` is cancelled.
 pub async fn serve(
     listen: &str,
     health: Health,
+    metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        let served = axum::serve(listener, router(health))
+        let served = axum::serve(listener, router(health, metrics))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {

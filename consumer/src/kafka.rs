@@ -84,10 +84,15 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, flushed: &Flushed) {
+        let duplicates = flushed.stored.duplicates + flushed.duplicates_in_batch;
         self.batches += 1;
         self.stored += flushed.stored.inserted;
-        self.duplicates += flushed.stored.duplicates + flushed.duplicates_in_batch;
+        self.duplicates += duplicates;
         self.dead_lettered += flushed.dead_lettered;
+        metrics::counter!("consumer_batches_total").increment(1);
+        metrics::counter!("consumer_events_stored_total").increment(flushed.stored.inserted);
+        metrics::counter!("consumer_events_duplicate_total").increment(duplicates);
+        metrics::counter!("consumer_events_dead_lettered_total").increment(flushed.dead_lettered);
     }
 }
 
@@ -383,7 +388,10 @@ impl Consumer {
         let abort = abort.clone();
         let topic = self.topic.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let flushed = flush(batch, &store, &dlq, &health, &abort).await?;
+            metrics::histogram!("consumer_batch_store_seconds")
+                .record(started.elapsed().as_secs_f64());
             let progress = flushed.offsets.iter().map(|(&p, &(_, next))| (p, next));
             if let Err(error) = store.record_progress(&topic, progress).await {
                 // Informational only: the events are stored and may be committed.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Args {
     #[command(flatten)]
     consumer: ConsumerArgs,
-    /// Address serving /healthz and /readyz.
+    /// Address serving /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9091")]
     metrics_listen: String,
 }
@@ -76,10 +76,14 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     // Served until the consumer has left its group: /readyz says
     // "shutting down" meanwhile.
     let stop_serving = CancellationToken::new();
-    let (address, serving) =
-        activity_consumer::health::serve(metrics_listen, consumer.health(), stop_serving.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen}: {e}"))?;
+    let (address, serving) = activity_consumer::health::serve(
+        metrics_listen,
+        consumer.health(),
+        activity_consumer::health::install_metrics(),
+        stop_serving.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen}: {e}"))?;
     tracing::info!(%address, "health endpoints listening");
     let totals = consumer.run_until_stopped(shutdown.clone()).await;
     shutdown.cancel();

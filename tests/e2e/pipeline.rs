@@ -422,6 +422,17 @@ async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
         2_500
     );
     wait_for_readiness(&process, |status, _| status == 200).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", process.metrics))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("consumer_events_stored_total 2500"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("consumer_ready 1"), "{metrics}");
     process.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(db.count("SELECT count(*) FROM activities").await, 2_500);
     let letters = activity_consumer::dlq::read_letters(
