@@ -306,7 +306,7 @@ pub async fn prove(
     .await
     .expect("read the dead-letter topic");
     let line = format!(
-        "{name:<34} sent {sent:>7}  distinct {distinct:>7}  stored {:>7}  duplicates stored {}  lost {lost}  dlq {:>5}  recovery {recovery}",
+        "{name:<42} sent {sent:>7}  distinct {distinct:>7}  stored {:>7}  duplicates stored {}  lost {lost}  dlq {:>5}  recovery {recovery}",
         stored.len(),
         rows - stored.len() as i64,
         letters.len(),
