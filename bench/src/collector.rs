@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Concurrent HTTP clients.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Events per second of the fixed-rate latency run.
     #[arg(long, default_value_t = 10_000)]

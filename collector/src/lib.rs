@@ -50,6 +50,9 @@ pub struct CollectorConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// How long the broker may take to acknowledge before the answer is 503.
     pub delivery_timeout: Duration,
+    /// How long the producer waits to fill a Kafka batch: short, since every
+    /// request waits for its acknowledgement.
+    pub linger: Duration,
     pub spam_threshold: u32,
     pub spam_window: Duration,
 }
@@ -102,6 +105,8 @@ impl Application {
         let mut producer_settings = settings.clone();
         producer_settings.producer.delivery_timeout_ms =
             u64::try_from(config.delivery_timeout.as_millis()).unwrap_or(u64::MAX);
+        producer_settings.producer.linger_ms =
+            u64::try_from(config.linger.as_millis()).unwrap_or(u64::MAX);
         let collector = Collector {
             tracker: Tracker::new(&producer_settings)?,
             keys: KeyCache::default(),

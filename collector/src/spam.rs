@@ -6,10 +6,11 @@
 //! Per replica and in memory: a burst is a client loop or a script, and it
 //! reaches one replica through one connection, or a few; a key's total
 //! volume is bounded by its rate limit, which is shared. Events without a
-//! user (system events) are never counted as spam. Memory is bounded: at most
-//! `MAX_TRACKED` signatures are tracked; past that, windows that ended are
-//! forgotten, and if every tracked window is still open, new signatures pass
-//! unchecked rather than block legitimate traffic.
+//! user (system events) are never counted as spam. Memory and time are
+//! bounded: at most `MAX_TRACKED` signatures are tracked; when full, windows
+//! that ended are forgotten (one sweep at most every tenth of a window, so a
+//! full table never costs a sweep per event), and until a sweep makes room,
+//! new signatures pass unchecked rather than block legitimate traffic.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,7 +33,13 @@ pub struct Signature {
 pub struct SpamFilter {
     threshold: u32,
     window: Duration,
-    seen: Mutex<HashMap<Signature, (Instant, u32)>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    windows: HashMap<Signature, (Instant, u32)>,
+    swept: Option<Instant>,
 }
 
 impl SpamFilter {
@@ -51,14 +58,21 @@ impl SpamFilter {
 
     fn is_spam_at(&self, signature: Signature, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_TRACKED && !seen.contains_key(&signature) {
-            let window = self.window;
-            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
-            if seen.len() >= MAX_TRACKED {
+        if seen.windows.len() >= MAX_TRACKED && !seen.windows.contains_key(&signature) {
+            let due = seen
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= self.window / 10);
+            if due {
+                let window = self.window;
+                seen.windows
+                    .retain(|_, (start, _)| now.duration_since(*start) < window);
+                seen.swept = Some(now);
+            }
+            if seen.windows.len() >= MAX_TRACKED {
                 return false;
             }
         }
-        let entry = seen.entry(signature).or_insert((now, 0));
+        let entry = seen.windows.entry(signature).or_insert((now, 0));
         if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
@@ -103,5 +117,22 @@ mod tests {
         // A new window starts over.
         let later = start + Duration::from_secs(10);
         assert!(!filter.is_spam_at(signature(user, "post.liked"), later));
+    }
+
+    #[test]
+    fn a_full_table_lets_new_signatures_pass_and_is_swept_at_most_every_tenth_of_a_window() {
+        let filter = SpamFilter::new(0, Duration::from_secs(10));
+        let start = Instant::now();
+        for _ in 0..MAX_TRACKED {
+            // Threshold 0: every tracked signature is spam from its first event.
+            assert!(filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), start));
+        }
+        // Full, every window open: a new signature passes unchecked.
+        assert!(!filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), start));
+        // Once the windows ended, the next sweep makes room again.
+        let later = start + Duration::from_secs(11);
+        assert!(filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), later));
+        let seen = filter.seen.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(seen.windows.len(), 1);
     }
 }

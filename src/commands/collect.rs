@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// answer is 503, in milliseconds (below the clients' HTTP timeout).
     #[arg(long, env = "COLLECT_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
     delivery_timeout_ms: u64,
+    /// How long the producer waits to fill a Kafka batch, in milliseconds;
+    /// every request waits for its events' acknowledgement, so keep it short.
+    #[arg(long, env = "COLLECT_LINGER_MS", default_value_t = 1)]
+    linger_ms: u64,
     /// Identical events (same user, type, entity) past this many within the
     /// spam window are rejected as spam.
     #[arg(long, env = "COLLECT_SPAM_THRESHOLD", default_value_t = 50)]
@@ -51,6 +55,7 @@ pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             },
             trusted_proxies: args.trusted_proxies.clone(),
             delivery_timeout: Duration::from_millis(args.delivery_timeout_ms.max(1)),
+            linger: Duration::from_millis(args.linger_ms),
             spam_threshold: args.spam_threshold,
             spam_window: Duration::from_millis(args.spam_window_ms.max(1)),
         },
