@@ -418,3 +418,49 @@ async fn limits_and_revocations_hold_across_two_replicas_and_spam_is_rejected() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_collector_limits_locally_and_says_so() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities", "--requests-per-second", "2"]);
+    // Nothing listens on port 1.
+    let collector = Collector::spawn(&settings, &[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let ready: Value = reqwest::get(format!("{}/readyz", collector.url))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert!(ready["degraded"].to_string().contains("Redis"), "{ready}");
+    let one = json!({"events": [login(Uuid::new_v4(), Uuid::new_v4())]}).to_string();
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..4).map(|_| collector.post(Some(&key), one.clone())))
+            .await
+            .into_iter()
+            .map(|(status, _, _)| status)
+            .collect();
+    // Still accepting, still limited: the burst of 2, then 429.
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 202).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", collector.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("collector_rate_limits_local 1"),
+        "{metrics}"
+    );
+}
