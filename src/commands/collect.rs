@@ -13,6 +13,13 @@ pub(crate) struct Args {
     /// Address to serve on.
     #[arg(long, env = "COLLECT_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
+    #[command(flatten)]
+    options: Options,
+}
+
+/// Everything but the address (`activity dev` serves a collector too).
+#[derive(clap::Args)]
+pub(crate) struct Options {
     /// Redis shared by every collector replica for rate limits.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -42,25 +49,27 @@ pub(crate) struct Args {
     spam_window_ms: u64,
 }
 
-pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
-    let app = Application::build(
-        &settings,
+impl Options {
+    pub(crate) fn config(&self, listen: &str, settings: &Settings) -> CollectorConfig {
         CollectorConfig {
-            listen: args.listen.clone(),
+            listen: listen.to_owned(),
             database_url: settings.database_url.expose().to_owned(),
-            redis_url: args.redis_url.clone(),
+            redis_url: self.redis_url.clone(),
             default_limits: Limits {
-                requests_per_second: args.requests_per_second.max(1),
-                events_per_second: args.events_per_second.max(1),
+                requests_per_second: self.requests_per_second.max(1),
+                events_per_second: self.events_per_second.max(1),
             },
-            trusted_proxies: args.trusted_proxies.clone(),
-            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms.max(1)),
-            linger: Duration::from_millis(args.linger_ms),
-            spam_threshold: args.spam_threshold,
-            spam_window: Duration::from_millis(args.spam_window_ms.max(1)),
-        },
-    )
-    .await?;
+            trusted_proxies: self.trusted_proxies.clone(),
+            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms.max(1)),
+            linger: Duration::from_millis(self.linger_ms),
+            spam_threshold: self.spam_threshold,
+            spam_window: Duration::from_millis(self.spam_window_ms.max(1)),
+        }
+    }
+}
+
+pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let app = Application::build(&settings, args.options.config(&args.listen, &settings)).await?;
     tracing::info!(address = %app.local_addr()?, "collector listening");
     let shutdown = CancellationToken::new();
     activity_core::shutdown::cancel_on_signal(shutdown.clone());

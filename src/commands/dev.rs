@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
 
-use super::{api, consume, migrate, produce};
+use super::{api, collect, consume, migrate, produce};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -28,6 +28,11 @@ pub(crate) struct Args {
     api_listen: String,
     #[command(flatten)]
     auth: api::JwtArgs,
+    /// Where the HTTP collector serves.
+    #[arg(long, env = "COLLECT_LISTEN", default_value = "127.0.0.1:8081")]
+    collect_listen: String,
+    #[command(flatten)]
+    collector: collect::Options,
 }
 
 pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()> {
@@ -56,6 +61,16 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     let api_address = app.local_addr()?;
     eprintln!("analytics API on http://{api_address} (token: activity token --role admin)");
     let serving = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let collector = activity_collector::Application::build(
+        &settings,
+        args.collector.config(&args.collect_listen, &settings),
+    )
+    .await?;
+    eprintln!(
+        "HTTP collector on http://{}/v1/events (a key: activity keys create --name dev --all-communities)",
+        collector.local_addr()?
+    );
+    let collecting = tokio::spawn(collector.run_until_stopped(shutdown.clone()));
 
     if args.sample > 0 {
         let tracker = Tracker::new(&settings)?;
@@ -92,6 +107,7 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
         }
     }
     serving.await??;
+    collecting.await??;
     compacting.await?;
     let totals = consuming.await??;
     eprintln!("consumer stopped: {totals:?}");
