@@ -55,7 +55,7 @@ fn revoke(db: &TestDb, id: Uuid) {
 
 /// `activity collect` on a free port, killed when dropped.
 struct Collector {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     url: String,
 }
 
@@ -98,7 +98,7 @@ impl Collector {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { _child: child, url }
+        Self { child, url }
     }
 
     async fn post(
@@ -462,5 +462,65 @@ async fn without_redis_the_collector_limits_locally_and_says_so() {
     assert!(
         metrics.contains("collector_rate_limits_local 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_requests_in_flight_then_stops() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(
+        &db,
+        &[
+            "--all-communities",
+            "--events-per-second",
+            "1000000",
+            "--requests-per-second",
+            "10000",
+        ],
+    );
+    let mut collector = Collector::spawn(&settings, &[]).await;
+    let community = Uuid::new_v4();
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let events: Vec<Value> = (0..500).map(|_| login(Uuid::new_v4(), community)).collect();
+            let body = json!({ "events": events }).to_string();
+            let (url, key) = (collector.url.clone(), key.clone());
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/v1/events"))
+                    .bearer_auth(key)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pid = nix::unistd::Pid::from_raw(collector.child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let mut accepted = 0;
+    for request in requests {
+        // A request the collector never read (connection refused, or closed
+        // as it drained) was not accepted: the client retries it. Every
+        // answer is a 202, and only answered requests reach Kafka (below).
+        if let Ok(status) = request.await.expect("task") {
+            assert_eq!(status, 202, "a request in flight is answered");
+            accepted += 1;
+        }
+    }
+    assert!(accepted > 0, "requests were in flight when the signal came");
+    let status = tokio::time::timeout(Duration::from_secs(30), collector.child.wait())
+        .await
+        .expect("stopped within 30 s")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+    let raw = read_topic(&settings.kafka.brokers, &topic.name, Duration::from_secs(2));
+    assert_eq!(
+        raw.len(),
+        accepted * 500,
+        "every accepted event is in Kafka"
     );
 }
