@@ -305,3 +305,111 @@ async fn dlq_inspect_shows_why_and_replay_sends_back_what_now_validates_once() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_dead_letter_topic_holds_back_every_commit_past_the_letter() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let admin: AdminClient<DefaultClientContext> =
+        activity_core::kafka::client_config(&topic.brokers)
+            .create()
+            .expect("admin");
+    // The dead-letter topic is gone (deleted by mistake, say).
+    for result in admin
+        .delete_topics(&[&topic.dlq()], &AdminOptions::new())
+        .await
+        .expect("delete the DLQ")
+    {
+        result.expect("deleted");
+    }
+
+    // Five good events, a poison message, five good events: one partition.
+    let codec = AvroCodec::new().expect("codec");
+    let producer = RawProducer::on(&topic.brokers);
+    let poison = b"not avro at all".to_vec();
+    for i in 0..11 {
+        let payload = if i == 5 {
+            poison.clone()
+        } else {
+            let event = NewEvent::new("user.login")
+                .user(Uuid::new_v4())
+                .validate(Utc::now())
+                .expect("valid");
+            codec.encode(&event).expect("encode")
+        };
+        producer.send(&topic.name, Some(0), None, &payload).await;
+    }
+
+    let process = ConsumerProcess::spawn(&settings, "dlq-down");
+    // The valid events of the batch are stored; the letter cannot be sent.
+    assert_eq!(db.wait_for_events(10, Duration::from_secs(60)).await, 10);
+    let started = Instant::now();
+    loop {
+        if let Some((503, body)) = process.readiness().await {
+            if body.to_string().contains("dead-letter topic") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "/readyz reports the dead-letter topic"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let committed = || {
+        let probe: BaseConsumer = activity_core::kafka::client_config(&topic.brokers)
+            .set("group.id", &settings.consumer.group_id)
+            .create()
+            .expect("probe");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(&topic.name, 0);
+        probe
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed offsets")
+            .elements()[0]
+            .offset()
+    };
+    assert_eq!(
+        committed(),
+        rdkafka::Offset::Invalid,
+        "nothing committed while the letter waits"
+    );
+
+    // The topic is back: the letter goes, and everything is committed.
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(&topic.dlq(), 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create the DLQ")
+    {
+        result.expect("created");
+    }
+    let started = Instant::now();
+    while committed() != rdkafka::Offset::Offset(11) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "committed once the letter is acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let letters = activity_consumer::dlq::read_letters(
+        &topic.brokers,
+        &topic.dlq(),
+        Duration::from_secs(2),
+        usize::MAX,
+    )
+    .await
+    .expect("read the DLQ");
+    assert!(!letters.is_empty());
+    assert!(letters
+        .iter()
+        .all(|l| l.payload.as_deref() == Some(&poison[..])));
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(db.count("SELECT count(*) FROM activities").await, 10);
+}
