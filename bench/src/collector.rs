@@ -11,12 +11,11 @@
 //!
 //! Prints one JSON line. Drops its database and topic when done.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use activity_bench::{delete_topic, drop_databases, round3, run_id, vm_hwm_kb};
+use activity_bench::{delete_topic, drop_databases, round3, run_id, vm_hwm_kb, Target};
 use activity_collector::keys::{self, NewKey};
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
 use activity_core::kafka::ensure_topics;
@@ -45,16 +44,8 @@ struct Args {
     /// Length of the fixed-rate run, in seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    #[arg(long, default_value = "target/release/activity")]
-    activity_bin: PathBuf,
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_SERVER",
-        default_value = "postgres://postgres@127.0.0.1:5432"
-    )]
-    server: String,
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[tokio::main]
@@ -64,8 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let topic = format!("bench.collect.{run}");
     let database = format!("bench_collect_{run}");
     let outcome = bench(&args, &topic, &database).await;
-    let dropped = drop_databases(&args.server, &[&database]).await;
-    let deleted = delete_topic(&args.brokers, &topic).await;
+    let dropped = drop_databases(&args.target.server, &[&database]).await;
+    let deleted = delete_topic(&args.target.brokers, &topic).await;
     let figures = outcome?;
     dropped?;
     deleted?;
@@ -95,12 +86,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn bench(args: &Args, topic: &str, database: &str) -> anyhow::Result<Value> {
-    let url = format!("{}/{database}", args.server);
+    let url = format!("{}/{database}", args.target.server);
     let settings = Settings::load(&GlobalArgs {
         app_env: AppEnv::Dev,
         config_dir: None,
         database_url: Some(Secret::new(url.clone())),
-        kafka_brokers: Some(args.brokers.clone()),
+        kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(topic.to_owned()),
     })?;
     activity_consumer::store::migrate::migrate(&url, settings.partitions.ahead).await?;
@@ -153,17 +144,17 @@ async fn bench(args: &Args, topic: &str, database: &str) -> anyhow::Result<Value
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut collector = tokio::process::Command::new(&args.activity_bin)
+    let mut collector = tokio::process::Command::new(&args.target.activity_bin)
         .arg("collect")
         .env("APP_ENV", "dev")
         .env("DATABASE_URL", &url)
-        .env("KAFKA_BROKERS", &args.brokers)
+        .env("KAFKA_BROKERS", &args.target.brokers)
         .env("KAFKA_TOPIC", topic)
         .env("COLLECT_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("cannot start {}", args.activity_bin.display()))?;
+        .with_context(|| format!("cannot start {}", args.target.activity_bin.display()))?;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let started = Instant::now();

@@ -8,11 +8,10 @@
 //! of its own is produced and its acknowledgement awaited; the API is then
 //! polled every 10 ms until `/community/{id}` counts it. Prints one JSON line.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
-use activity_bench::{delete_topic, drop_databases, round3, run_id, spawn_consumer};
+use activity_bench::{delete_topic, drop_databases, round3, run_id, spawn_consumer, Target};
 use activity_core::avro::AvroCodec;
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
 use activity_core::kafka::{client_config, ensure_topics, partition_key};
@@ -35,16 +34,8 @@ struct Args {
     /// How long to stream and probe.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-    #[arg(long, default_value = "target/release/activity")]
-    activity_bin: PathBuf,
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_SERVER",
-        default_value = "postgres://postgres@127.0.0.1:5432"
-    )]
-    server: String,
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[tokio::main]
@@ -54,8 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let topic = format!("bench.freshness.{run}");
     let db = format!("bench_freshness_{run}");
     let outcome = bench(&args, &run, &topic, &db).await;
-    let dropped = drop_databases(&args.server, &[&db]).await;
-    let deleted = delete_topic(&args.brokers, &topic).await;
+    let dropped = drop_databases(&args.target.server, &[&db]).await;
+    let deleted = delete_topic(&args.target.brokers, &topic).await;
     let figures = outcome?;
     dropped?;
     deleted?;
@@ -64,20 +55,20 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/{db}", args.server);
+    let url = format!("{}/{db}", args.target.server);
     let settings = Settings::load(&GlobalArgs {
         app_env: AppEnv::Dev,
         config_dir: None,
         database_url: Some(Secret::new(url.clone())),
-        kafka_brokers: Some(args.brokers.clone()),
+        kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(topic.to_owned()),
     })?;
     activity_consumer::store::migrate::migrate(&url, settings.partitions.ahead).await?;
     ensure_topics(&settings.kafka).await?;
     let _consumer = spawn_consumer(
-        &args.activity_bin,
+        &args.target.activity_bin,
         &url,
-        &args.brokers,
+        &args.target.brokers,
         topic,
         &format!("bench-{run}"),
         &settings.consumer,
@@ -101,7 +92,7 @@ async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<
         communities: vec![],
     })?;
     let probe = Probe {
-        producer: client_config(&args.brokers)
+        producer: client_config(&args.target.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")

@@ -14,11 +14,10 @@
 //! Prints one JSON line. Drops its databases and topics when done.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use activity_bench::{
-    connect, delete_topic, drop_databases, round3, run_id, spawn_consumer, vm_hwm_kb,
+    connect, delete_topic, drop_databases, round3, run_id, spawn_consumer, vm_hwm_kb, Target,
 };
 use activity_consumer::Store;
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
@@ -42,18 +41,8 @@ struct Args {
     /// Events to produce and drain.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// The `activity` binary whose consumer is measured.
-    #[arg(long, default_value = "target/release/activity")]
-    activity_bin: PathBuf,
-    /// PostgreSQL server (without a database name).
-    #[arg(
-        long,
-        env = "BENCH_DATABASE_SERVER",
-        default_value = "postgres://postgres@127.0.0.1:5432"
-    )]
-    server: String,
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    target: Target,
     /// Batches the consumer writes at once (default: the dev profile's).
     #[arg(long)]
     max_in_flight: Option<usize>,
@@ -90,13 +79,13 @@ struct Names {
 
 async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
     let n = args.events;
-    let consumer_url = format!("{}/{}", args.server, names.consumer_db);
-    let copy_url = format!("{}/{}", args.server, names.copy_db);
+    let consumer_url = format!("{}/{}", args.target.server, names.consumer_db);
+    let copy_url = format!("{}/{}", args.target.server, names.copy_db);
     let mut settings = Settings::load(&GlobalArgs {
         app_env: AppEnv::Dev,
         config_dir: None,
         database_url: Some(Secret::new(consumer_url.clone())),
-        kafka_brokers: Some(args.brokers.clone()),
+        kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(names.topic.clone()),
     })?;
     if let Some(depth) = args.max_in_flight {
@@ -151,7 +140,7 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
     drop(tracker);
 
     // 2. Drain it with the consumer.
-    eprintln!("draining with {}", args.activity_bin.display());
+    eprintln!("draining with {}", args.target.activity_bin.display());
     let drain = drain(args, &settings, &consumer_url, names, run).await?;
 
     // 3. The baseline: COPY of the same rows.
@@ -220,7 +209,7 @@ async fn drain(
 
     let spawned = Instant::now();
     let mut child = spawn_consumer(
-        &args.activity_bin,
+        &args.target.activity_bin,
         url,
         &settings.kafka.brokers,
         &names.topic,
@@ -487,6 +476,6 @@ async fn copy<'r, T: 'r>(
 
 /// Drops the run's databases and topics.
 async fn cleanup(args: &Args, names: &Names) -> anyhow::Result<()> {
-    drop_databases(&args.server, &[&names.consumer_db, &names.copy_db]).await?;
-    delete_topic(&args.brokers, &names.topic).await
+    drop_databases(&args.target.server, &[&names.consumer_db, &names.copy_db]).await?;
+    delete_topic(&args.target.brokers, &names.topic).await
 }

@@ -11,6 +11,24 @@ use rdkafka::client::DefaultClientContext;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
+/// What a benchmark runs against: the `activity` binary it measures, the
+/// PostgreSQL server it makes its databases on, the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The `activity` binary (the release build, as deployed).
+    #[arg(long, default_value = "target/release/activity")]
+    pub activity_bin: std::path::PathBuf,
+    /// PostgreSQL server (without a database name).
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub server: String,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
 /// A short random suffix for one run's databases, topic and group.
 pub fn run_id() -> String {
     Uuid::new_v4()
