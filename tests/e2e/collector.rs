@@ -390,12 +390,7 @@ async fn limits_and_revocations_hold_across_two_replicas_and_spam_is_rejected() 
     assert!(spam
         .iter()
         .all(|r| r["error"].as_str().is_some_and(|e| e.starts_with("spam"))));
-    let metrics = reqwest::get(format!("{}/metrics", replicas[0].url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&replicas[0].url).await;
     assert!(
         metrics.contains("collector_spam_events_dropped_total 5"),
         "{metrics}"
@@ -453,12 +448,7 @@ async fn without_redis_the_collector_limits_locally_and_says_so() {
         2,
         "{statuses:?}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", collector.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&collector.url).await;
     assert!(
         metrics.contains("collector_rate_limits_local 1"),
         "{metrics}"

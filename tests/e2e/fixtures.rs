@@ -377,6 +377,16 @@ impl ConsumerProcess {
     }
 }
 
+/// The Prometheus text a process serves at `base` + `/metrics`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// A plain producer, for bytes the Tracker would never send.
 pub struct RawProducer(rdkafka::producer::FutureProducer);
 

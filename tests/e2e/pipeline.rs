@@ -422,12 +422,7 @@ async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
         2_500
     );
     wait_for_readiness(&process, |status, _| status == 200).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", process.metrics))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&format!("http://{}", process.metrics)).await;
     assert!(
         metrics.contains("consumer_events_stored_total 2500"),
         "{metrics}"
