@@ -23,9 +23,8 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -93,21 +92,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ApiConfig) -> Result<Self, BuildError> {
-        let pg: tokio_postgres::Config = config
-            .read_url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| BuildError::Database(e.to_string()))?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .build()
-            .map_err(|e| BuildError::Database(e.to_string()))?;
+        let pool = activity_core::database::pool(&config.read_url, config.pool_size)
+            .map_err(BuildError::Database)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| BuildError::Listen(config.listen.clone(), e))?;

@@ -96,7 +96,7 @@ async fn bench(args: &Args, topic: &str, database: &str) -> anyhow::Result<Value
     })?;
     activity_consumer::store::migrate::migrate(&url, settings.partitions.ahead).await?;
     ensure_topics(&settings.kafka).await?;
-    let pool = activity_collector::pool(&url, 1).map_err(anyhow::Error::msg)?;
+    let pool = activity_core::database::pool(&url, 1).map_err(anyhow::Error::msg)?;
     let key = keys::create(
         &pool,
         &NewKey {

@@ -27,11 +27,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Collector;
@@ -81,22 +80,6 @@ pub struct Application {
     pool: Pool,
 }
 
-/// A small pool for the key table (read once a second).
-pub fn pool(database_url: &str, size: usize) -> Result<Pool, String> {
-    let config: tokio_postgres::Config = database_url.parse().map_err(|e| format!("{e}"))?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 impl Application {
     pub async fn build(settings: &Settings, config: CollectorConfig) -> Result<Self, BuildError> {
         let listener = TcpListener::bind(&config.listen)
@@ -122,7 +105,8 @@ impl Application {
                 metrics: metrics::install(),
                 draining: CancellationToken::new(),
             },
-            pool: pool(&config.database_url, 2).map_err(BuildError::Database)?,
+            pool: activity_core::database::pool(&config.database_url, 2)
+                .map_err(BuildError::Database)?,
         })
     }
 

@@ -5,10 +5,12 @@
 //! through [`NewEvent::validate`]: once a value is an `ActivityEvent` it is
 //! valid and sanitized everywhere. [`avro`] turns it into the bytes on the
 //! topic and back, [`kafka::partition_key`] is the one place the Kafka key is
-//! derived, and [`config`] is the layered configuration all binaries share.
+//! derived, [`config`] is the layered configuration all binaries share, and
+//! [`database::pool`] the one way they open PostgreSQL.
 
 pub mod avro;
 pub mod config;
+pub mod database;
 pub mod event;
 pub mod kafka;
 pub mod metadata;

@@ -31,7 +31,7 @@ pub(crate) enum Command {
 }
 
 pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
-    let pool = activity_collector::pool(settings.database_url.expose(), 1)
+    let pool = activity_core::database::pool(settings.database_url.expose(), 1)
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?;
     match command {
         Command::Create {

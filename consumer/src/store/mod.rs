@@ -14,8 +14,7 @@ use std::collections::HashSet;
 
 use activity_core::ActivityEvent;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 pub use error::StoreError;
@@ -42,18 +41,8 @@ pub struct Store {
 impl Store {
     /// A pool of at most `pool_size` connections; connects lazily.
     pub fn connect(database_url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .build()
-            .map_err(StoreError::config)?;
+        let pool =
+            activity_core::database::pool(database_url, pool_size).map_err(StoreError::Config)?;
         Ok(Self {
             pool,
             partitions: PartitionCache::default(),
