@@ -36,6 +36,16 @@ enum Command {
     /// Maintain the analytics rollups.
     #[command(subcommand)]
     Rollups(commands::rollups::Command),
+    /// Create partitions ahead, list partitions with their tier and size.
+    #[command(subcommand)]
+    Partitions(commands::partitions::Command),
+    /// The data lifecycle: `retention run` does partitions, tiers and archiving.
+    #[command(subcommand)]
+    Retention(commands::retention::Command),
+    /// Archive every partition wholly before --before to ARCHIVE_URL (Parquet), verify, drop.
+    Archive(commands::retention::ArchiveArgs),
+    /// Bring archived rows in [--from, --to) back into PostgreSQL.
+    Restore(commands::retention::RestoreArgs),
     /// Inspect the dead-letter topic, or replay what now validates.
     #[command(subcommand)]
     Dlq(commands::dlq::Command),
@@ -59,5 +69,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(args) => commands::token::run(settings, args),
         Command::Rollups(command) => commands::rollups::run(settings, command).await,
         Command::Dlq(command) => commands::dlq::run(settings, command).await,
+        Command::Partitions(command) => commands::partitions::run(settings, command).await,
+        Command::Retention(command) => commands::retention::run(settings, command).await,
+        Command::Archive(args) => commands::retention::archive(settings, args).await,
+        Command::Restore(args) => commands::retention::restore(settings, args).await,
     }
 }

@@ -142,7 +142,8 @@ async fn store_isolating(
                 }
                 Err(error) => {
                     health.database_failed(&error);
-                    if matches!(error, StoreError::Schema(_) | StoreError::Config(_)) {
+                    if matches!(error, StoreError::Schema(_) | StoreError::Config(_) | StoreError::Refused(_)
+                    ) {
                         tracing::error!(%error, attempt = backoff.attempts(), "batch not stored: needs an operator; retrying");
                     } else {
                         tracing::warn!(%error, attempt = backoff.attempts(), "batch not stored; retrying");

@@ -101,6 +101,9 @@ pub struct GlobalArgs {
     /// Events topic; the dead-letter topic is <topic>.dlq.
     #[arg(long, env = "KAFKA_TOPIC", global = true)]
     pub kafka_topic: Option<String>,
+    /// Where cold partitions are archived: s3://bucket/prefix or file:///path.
+    #[arg(long, env = "ARCHIVE_URL", global = true)]
+    pub archive_url: Option<String>,
 }
 
 /// Kafka connection and topic layout.
@@ -229,6 +232,33 @@ impl Default for PartitionSettings {
     }
 }
 
+/// The data lifecycle (`activity retention run`): tiers by a partition's age
+/// in whole months, the current month being 0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Months younger than this are hot: every index.
+    pub hot_months: u32,
+    /// Months younger than this (and not hot) are warm: only the indexes the
+    /// API reads old rows through. Older months are cold: archived, dropped.
+    pub warm_months: u32,
+    /// Rows per archived Parquet file.
+    pub archive_part_rows: u32,
+    /// Days a restored month is kept from being archived again.
+    pub restore_hold_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            hot_months: 3,
+            warm_months: 12,
+            archive_part_rows: 200_000,
+            restore_hold_days: 7,
+        }
+    }
+}
+
 /// Everything a process needs, resolved from all layers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -241,6 +271,10 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     pub producer: ProducerSettings,
     pub partitions: PartitionSettings,
+    pub retention: RetentionSettings,
+    /// Where cold partitions are archived: `s3://bucket/prefix` (credentials
+    /// and endpoint from the standard `AWS_*` variables) or `file:///path`.
+    pub archive_url: String,
 }
 
 impl Default for Settings {
@@ -253,6 +287,8 @@ impl Default for Settings {
             consumer: ConsumerSettings::default(),
             producer: ProducerSettings::default(),
             partitions: PartitionSettings::default(),
+            retention: RetentionSettings::default(),
+            archive_url: "file://./archive".to_owned(),
         }
     }
 }
@@ -296,6 +332,9 @@ impl Settings {
         if let Some(topic) = &args.kafka_topic {
             settings.kafka.topic = topic.clone();
         }
+        if let Some(url) = &args.archive_url {
+            settings.archive_url = url.clone();
+        }
         settings.check()?;
         Ok(settings)
     }
@@ -330,6 +369,17 @@ impl Settings {
         if self.producer.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "producer.queue_capacity must be at least 1".into(),
+            ));
+        }
+        let retention = &self.retention;
+        if retention.hot_months == 0 || retention.warm_months < retention.hot_months {
+            return Err(ConfigError::Invalid(
+                "retention needs 1 <= hot_months <= warm_months".into(),
+            ));
+        }
+        if retention.archive_part_rows == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.archive_part_rows must be at least 1".into(),
             ));
         }
         Ok(())

@@ -72,6 +72,11 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
             .clone()
             .keep_compacted(settings.consumer.compact_interval(), shutdown.clone()),
     );
+    let partitioning = tokio::spawn(
+        store
+            .clone()
+            .keep_partitions_ahead(settings.partitions.ahead, shutdown.clone()),
+    );
     let consumer = Consumer::build(&settings, store)?;
     // Served until the consumer has left its group: /readyz says
     // "shutting down" meanwhile.
@@ -88,6 +93,7 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     let totals = consumer.run_until_stopped(shutdown.clone()).await;
     shutdown.cancel();
     let _ = compacting.await;
+    let _ = partitioning.await;
     stop_serving.cancel();
     let _ = serving.await;
     let totals = totals?;

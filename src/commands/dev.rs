@@ -50,6 +50,11 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
             .clone()
             .keep_compacted(settings.consumer.compact_interval(), shutdown.clone()),
     );
+    let partitioning = tokio::spawn(
+        store
+            .clone()
+            .keep_partitions_ahead(settings.partitions.ahead, shutdown.clone()),
+    );
     let secret = args.auth.secret(&settings)?;
     let app = Application::build(ApiConfig {
         listen: args.api_listen.clone(),
@@ -109,6 +114,7 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     serving.await??;
     collecting.await??;
     compacting.await?;
+    partitioning.await?;
     let totals = consuming.await??;
     eprintln!("consumer stopped: {totals:?}");
     Ok(())

@@ -7,6 +7,8 @@ pub(crate) mod dev;
 pub(crate) mod dlq;
 pub(crate) mod keys;
 pub(crate) mod migrate;
+pub(crate) mod partitions;
 pub(crate) mod produce;
+pub(crate) mod retention;
 pub(crate) mod rollups;
 pub(crate) mod token;

@@ -12,4 +12,5 @@ mod collector;
 mod crash;
 mod dead_letters;
 mod pipeline;
+mod retention;
 mod storage;

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// The configuration cannot work (a malformed URL).
     #[error("invalid database configuration: {0}")]
     Config(String),
+    /// An operator's command that would give wrong answers (rebuilding the
+    /// rollups of archived months).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl StoreError {

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_write_keys.sql",
         include_str!("../../../sql/migrations/0004_write_keys.sql"),
     ),
+    (
+        5,
+        "0005_retention.sql",
+        include_str!("../../../sql/migrations/0005_retention.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

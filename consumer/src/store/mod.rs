@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use activity_core::ActivityEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use error::StoreError;
@@ -176,6 +177,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         self.partitions.ensure(&client, times).await
+    }
+
+    /// Keeps the partitions from last month to `ahead` months after this one
+    /// created, now and every hour until `shutdown`, so that a new month
+    /// never waits on DDL in the insert path. Errors are logged and retried
+    /// next round (a batch creates a missing partition itself anyway).
+    pub async fn keep_partitions_ahead(self, ahead: u32, shutdown: CancellationToken) {
+        loop {
+            let months = migrate::months_around(Utc::now(), ahead);
+            if let Err(error) = self.ensure_partitions(months).await {
+                tracing::warn!(%error, "could not create partitions ahead; retrying in an hour");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            }
+        }
     }
 
     /// Forgets which partitions exist (after retention dropped some, say).

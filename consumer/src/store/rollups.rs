@@ -60,6 +60,26 @@ impl Store {
              IN EXCLUSIVE MODE",
         )
         .await?;
+        let archived: Vec<DateTime<Utc>> = tx
+            .query(
+                include_str!("../../../sql/queries/retention/archived_months.sql"),
+                &[&from, &to],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if !archived.is_empty() {
+            let months: Vec<String> = archived
+                .iter()
+                .map(|m| m.format("%Y-%m").to_string())
+                .collect();
+            return Err(StoreError::Refused(format!(
+                "the raw rows of {} are archived, so their rollups (which outlive them) \
+                 cannot be recomputed: run `activity restore` for those months first",
+                months.join(", ")
+            )));
+        }
         tx.execute(
             include_str!("../../../sql/queries/rollups_clear.sql"),
             &[&from, &to],

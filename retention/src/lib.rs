@@ -1,0 +1,105 @@
+//! The data lifecycle of `activities` (README: "Retention").
+//!
+//! - [`partitions`]: monthly partitions kept ahead, listed, and moved
+//!   between tiers (hot: every index; warm: the indexes old-data queries
+//!   use; cold: archived).
+//! - [`archive`]: cold partitions written to object storage as Parquet
+//!   ([`codec`], [`objects`]), read back and verified, then dropped.
+//! - [`restore`]: archived rows back into their partitions, deduplicated.
+//! - [`run`]: `activity retention run`, all of it in order, re-runnable.
+
+pub mod archive;
+pub mod codec;
+pub mod objects;
+pub mod partitions;
+pub mod restore;
+
+use activity_consumer::{Store, StoreError};
+use activity_core::config::Settings;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use archive::{archive_before, Archived, RetentionLock};
+pub use objects::Archive;
+pub use restore::{restore, Restored};
+
+/// Why a lifecycle step failed. Nothing is dropped after an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("database: {0}")]
+    Database(#[from] StoreError),
+    #[error("object storage: {0}")]
+    Objects(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("another archive or retention run holds the retention lock; try again when it has finished")]
+    Busy,
+}
+
+impl From<tokio_postgres::Error> for RetentionError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RetentionError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+/// What `activity retention run` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub started_at: DateTime<Utc>,
+    /// Partitions from last month to `partitions.ahead` months ahead exist.
+    pub partitions_ensured: usize,
+    pub tier_changes: Vec<partitions::TierChange>,
+    /// Months before this are cold.
+    pub cold_before: DateTime<Utc>,
+    /// Cold months a restore holds back.
+    pub held: Vec<DateTime<Utc>>,
+    pub archived: Vec<Archived>,
+}
+
+/// `activity retention run`: partitions ahead, tiers, then archives the cold
+/// partitions; under the retention lock, so a second run waits its turn by
+/// failing at once with [`RetentionError::Busy`].
+pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, RetentionError> {
+    let store = Store::connect(settings.database_url.expose(), 3)?;
+    let pool = store.pool().clone();
+    let archive = Archive::open(&settings.archive_url)?;
+    let lock = RetentionLock::take(&pool).await?;
+    let result = async {
+        let ensured = partitions::ensure_ahead(&store, now, settings.partitions.ahead).await?;
+        let client = pool.get().await?;
+        let policy = &settings.retention;
+        let tier_changes = partitions::apply_tiers(&**client, now, policy).await?;
+        let held: Vec<DateTime<Utc>> = client
+            .query(include_str!("../../sql/queries/retention/held_months.sql"), &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        drop(client);
+        let cold_before = partitions::cold_before(now, policy);
+        let archived = archive_before(&pool, &archive, policy, cold_before, &held).await?;
+        Ok(RunSummary {
+            started_at: now,
+            partitions_ensured: ensured.len(),
+            tier_changes,
+            cold_before,
+            held,
+            archived,
+        })
+    }
+    .await;
+    lock.release().await?;
+    result
+}

@@ -1,0 +1,142 @@
+//! `activity retention run`, `activity archive`, `activity restore`.
+
+use std::time::Instant;
+
+use activity_consumer::Store;
+use activity_core::config::Settings;
+use activity_retention::{Archive, RetentionLock};
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Command {
+    /// Partitions ahead, tiers, then archive and drop the cold partitions.
+    /// Safe to re-run; meant for a CronJob. Prints a JSON summary, and pushes
+    /// its metrics to PUSHGATEWAY_URL when that is set.
+    Run {
+        /// Prometheus Pushgateway base URL (http://host:9091).
+        #[arg(long, env = "PUSHGATEWAY_URL")]
+        pushgateway_url: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ArchiveArgs {
+    /// Archive and drop every partition wholly before this date
+    /// (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_parser = parse_date)]
+    before: DateTime<Utc>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// First instant restored (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_parser = parse_date)]
+    from: DateTime<Utc>,
+    /// End of the range, exclusive (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_parser = parse_date)]
+    to: DateTime<Utc>,
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.to_utc());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| format!("{text:?} is not a date: use YYYY-MM-DD or RFC 3339"))
+}
+
+pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { pushgateway_url } => {
+            let started = Instant::now();
+            let result = activity_retention::run(&settings, Utc::now()).await;
+            let seconds = started.elapsed().as_secs_f64();
+            if let Some(url) = pushgateway_url {
+                if let Err(error) = push_metrics(&url, &result, seconds).await {
+                    tracing::warn!(%error, "could not push the run's metrics");
+                }
+            }
+            let summary = result?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn archive(settings: Settings, args: ArchiveArgs) -> anyhow::Result<()> {
+    let store = Store::connect(settings.database_url.expose(), 3)?;
+    let archive = Archive::open(&settings.archive_url)?;
+    let lock = RetentionLock::take(store.pool()).await?;
+    let result = activity_retention::archive_before(
+        store.pool(),
+        &archive,
+        &settings.retention,
+        args.before,
+        &[],
+    )
+    .await;
+    lock.release().await?;
+    let archived = result?;
+    println!("{}", serde_json::to_string_pretty(&archived)?);
+    Ok(())
+}
+
+pub(crate) async fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<()> {
+    let store = Store::connect(settings.database_url.expose(), 2)?;
+    let archive = Archive::open(&settings.archive_url)?;
+    let lock = RetentionLock::take(store.pool()).await?;
+    let result = activity_retention::restore(
+        store.pool(),
+        &archive,
+        &settings.retention,
+        args.from,
+        args.to,
+    )
+    .await;
+    lock.release().await?;
+    let restored = result?;
+    println!("{}", serde_json::to_string_pretty(&restored)?);
+    Ok(())
+}
+
+/// The run's outcome as Prometheus metrics, PUT to the Pushgateway (a
+/// CronJob lives too briefly to be scraped).
+async fn push_metrics(
+    url: &str,
+    result: &Result<activity_retention::RunSummary, activity_retention::RetentionError>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::gauge!("retention_last_run_timestamp_seconds").set(Utc::now().timestamp() as f64);
+        metrics::gauge!("retention_last_run_success").set(if result.is_ok() { 1.0 } else { 0.0 });
+        metrics::gauge!("retention_last_run_duration_seconds").set(seconds);
+        if let Ok(summary) = result {
+            let rows: u64 = summary.archived.iter().map(|a| a.rows).sum();
+            let bytes: u64 = summary.archived.iter().map(|a| a.bytes).sum();
+            metrics::gauge!("retention_last_run_archived_partitions")
+                .set(summary.archived.len() as f64);
+            metrics::gauge!("retention_last_run_archived_rows").set(rows as f64);
+            metrics::gauge!("retention_last_run_archived_bytes").set(bytes as f64);
+            metrics::gauge!("retention_last_run_tier_changes")
+                .set(summary.tier_changes.len() as f64);
+        }
+    });
+    let endpoint = format!(
+        "{}/metrics/job/activity_retention",
+        url.trim_end_matches('/')
+    );
+    reqwest::Client::new()
+        .put(&endpoint)
+        .body(handle.render())
+        .send()
+        .await?
+        .error_for_status()?;
+    tracing::info!(%endpoint, "metrics pushed");
+    Ok(())
+}
