@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
-use activity_bench::{connect, drop_databases, round3, run_id};
+use activity_bench::{connect, drop_databases, load_events, round3, run_id};
 use activity_consumer::Store;
 use chrono::{Months, TimeDelta, Utc};
 use clap::Parser;
@@ -256,21 +256,7 @@ async fn load(
 ) -> anyhow::Result<(f64, f64)> {
     eprintln!("loading {} events into {db}", events);
     let started = Instant::now();
-    client
-        .batch_execute(include_str!("../../sql/bench/load_profiles.sql"))
-        .await?;
-    let load = client
-        .prepare(include_str!("../../sql/bench/load_events.sql"))
-        .await?;
-    let slice = 500_000i64;
-    let total = events as i64;
-    let mut first = 0i64;
-    while first < total {
-        let n = slice.min(total - first);
-        client.execute(&load, &[&n, &first]).await?;
-        first += n;
-        eprintln!("  {first} events");
-    }
+    load_events(client, events, now, TimeDelta::days(90)).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     store

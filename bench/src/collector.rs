@@ -93,6 +93,7 @@ async fn bench(args: &Args, topic: &str, database: &str) -> anyhow::Result<Value
         database_url: Some(Secret::new(url.clone())),
         kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(topic.to_owned()),
+        archive_url: None,
     })?;
     activity_consumer::store::migrate::migrate(&url, settings.partitions.ahead).await?;
     ensure_topics(&settings.kafka).await?;

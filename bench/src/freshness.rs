@@ -62,6 +62,7 @@ async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<
         database_url: Some(Secret::new(url.clone())),
         kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(topic.to_owned()),
+        archive_url: None,
     })?;
     activity_consumer::store::migrate::migrate(&url, settings.partitions.ahead).await?;
     ensure_topics(&settings.kafka).await?;

@@ -87,6 +87,7 @@ async fn bench(args: &Args, names: &Names, run: &str) -> anyhow::Result<Value> {
         database_url: Some(Secret::new(consumer_url.clone())),
         kafka_brokers: Some(args.target.brokers.clone()),
         kafka_topic: Some(names.topic.clone()),
+        archive_url: None,
     })?;
     if let Some(depth) = args.max_in_flight {
         settings.consumer.max_in_flight = depth;

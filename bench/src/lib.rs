@@ -118,3 +118,30 @@ pub fn spawn_consumer(
             )
         })
 }
+
+/// Loads `events` events of a realistic shape (`sql/bench/`: 2,000
+/// communities, 1,000,000 users, the ten types) with `created_at` spread
+/// over the `span` before `end`, in slices of 500,000.
+pub async fn load_events(
+    client: &Client,
+    events: u64,
+    end: chrono::DateTime<chrono::Utc>,
+    span: chrono::TimeDelta,
+) -> anyhow::Result<()> {
+    client
+        .batch_execute(include_str!("../../sql/bench/load_profiles.sql"))
+        .await?;
+    let load = client
+        .prepare(include_str!("../../sql/bench/load_events.sql"))
+        .await?;
+    let span = span.as_seconds_f64();
+    let total = events as i64;
+    let mut first = 0i64;
+    while first < total {
+        let n = 500_000i64.min(total - first);
+        client.execute(&load, &[&n, &first, &end, &span]).await?;
+        first += n;
+        eprintln!("  {first} events");
+    }
+    Ok(())
+}

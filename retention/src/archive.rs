@@ -112,7 +112,8 @@ async fn detach(pool: &Pool, partition: &str) -> Result<String, RetentionError> 
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // DETACH locks the parent briefly; wait behind running batches, not forever.
-    tx.batch_execute("SET LOCAL lock_timeout = '30s'").await?;
+    tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute("SELECT activity_warm_indexes($1)", &[&partition])
         .await?;
     tx.batch_execute(&format!(

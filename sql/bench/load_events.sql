@@ -1,5 +1,5 @@
--- The analytics benchmark's bulk load: $1 events over the 90 days before
--- now(), for 2,000 communities of very different sizes (the largest gets
+-- The benchmarks' bulk load: $1 events over the $4 seconds before $3
+-- (the analytics benchmark: the 90 days before now), for 2,000 communities of very different sizes (the largest gets
 -- about a tenth of all events, most get a few hundred) and 1,000,000 users
 -- as unequally active as on real platforms (the same cubic law: the most
 -- active 1% of users do about a fifth of the events, the ten most active 2%
@@ -12,7 +12,7 @@ WITH raw AS (
            floor(2000 * power(random(), 3))::int AS c,
            floor(1000000 * power(random(), 3))::int AS u,
            random() AS t,
-           now() - random() * interval '90 days' AS at
+           $3::timestamptz - random() * make_interval(secs => $4::float8) AS at
     FROM generate_series($2::bigint, $2::bigint + $1::bigint - 1) AS i
 ),
 typed AS (
