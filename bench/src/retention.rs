@@ -38,7 +38,7 @@ struct Args {
 async fn sizes(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<(i64, i64)> {
     let row = client
         .query_one(
-            "SELECT pg_table_size($1::regclass), pg_indexes_size($1::regclass)",
+            "SELECT pg_table_size($1::text::regclass), pg_indexes_size($1::text::regclass)",
             &[&table],
         )
         .await?;

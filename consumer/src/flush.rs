@@ -142,7 +142,9 @@ async fn store_isolating(
                 }
                 Err(error) => {
                     health.database_failed(&error);
-                    if matches!(error, StoreError::Schema(_) | StoreError::Config(_) | StoreError::Refused(_)
+                    if matches!(
+                        error,
+                        StoreError::Schema(_) | StoreError::Config(_) | StoreError::Refused(_)
                     ) {
                         tracing::error!(%error, attempt = backoff.attempts(), "batch not stored: needs an operator; retrying");
                     } else {

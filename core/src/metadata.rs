@@ -215,7 +215,7 @@ fn looks_like_card_number(text: &str) -> bool {
             (false, _) => d,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn looks_like_bearer_token(text: &str) -> bool {

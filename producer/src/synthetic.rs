@@ -146,7 +146,7 @@ impl Generator {
             "user.login" => base
                 .user(user)
                 .community(community)
-                .metadata(json!({"method": if n % 3 == 0 { "github" } else { "password" }, "mfa": n % 5 == 0})),
+                .metadata(json!({"method": if n.is_multiple_of(3) { "github" } else { "password" }, "mfa": n.is_multiple_of(5)})),
             "community.created" => base
                 .user(user)
                 .community(community)
@@ -156,12 +156,12 @@ impl Generator {
                 .user(user)
                 .community(community)
                 .entity("member", format!("m-{n}"))
-                .metadata(json!({"role": if n % 10 == 0 { "admin" } else { "member" }})),
+                .metadata(json!({"role": if n.is_multiple_of(10) { "admin" } else { "member" }})),
             "event.created" => base
                 .user(user)
                 .community(community)
                 .entity("event", format!("e-{n}"))
-                .metadata(json!({"title": format!("Meetup #{n}"), "online": n % 2 == 0, "capacity": n % 500})),
+                .metadata(json!({"title": format!("Meetup #{n}"), "online": n.is_multiple_of(2), "capacity": n % 500})),
             "hackathon.created" => base
                 .user(user)
                 .community(community)
@@ -172,7 +172,7 @@ impl Generator {
                 ..base
                     .community(community)
                     .entity("webhook", format!("wh-{}", n % 40))
-                    .metadata(json!({"status": if n % 20 == 0 { 500 } else { 200 }, "duration_ms": n % 900}))
+                    .metadata(json!({"status": if n.is_multiple_of(20) { 500 } else { 200 }, "duration_ms": n % 900}))
             },
             "github.push" => base
                 .user(user)
@@ -183,7 +183,7 @@ impl Generator {
                 .user(user)
                 .community(community)
                 .entity("pull_request", format!("org/repo-{}#{}", n % 60, n))
-                .metadata(json!({"additions": n % 700, "deletions": n % 300, "draft": n % 7 == 0})),
+                .metadata(json!({"additions": n % 700, "deletions": n % 300, "draft": n.is_multiple_of(7)})),
         }
     }
 }

@@ -216,10 +216,7 @@ async fn write_and_drop(
             "{table} has {count} rows but its archive {rows}: not dropped"
         )));
     }
-    let archive_id = dir
-        .strip_prefix("activities/")
-        .unwrap_or(&dir)
-        .to_owned();
+    let archive_id = dir.strip_prefix("activities/").unwrap_or(&dir).to_owned();
     let manifest_key = archive.key(&manifest_path);
     let parts = manifest.parts.len();
     drop_recorded(

@@ -113,9 +113,10 @@ fn batch(rows: &[ArchivedRow]) -> Result<RecordBatch, RetentionError> {
     let mut created_at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for row in rows {
         id.append_value(row.id);
-        for (builder, value) in uuids
-            .iter_mut()
-            .zip([Some(row.event_id), row.user_id, row.community_id])
+        for (builder, value) in
+            uuids
+                .iter_mut()
+                .zip([Some(row.event_id), row.user_id, row.community_id])
         {
             match value {
                 Some(uuid) => builder.append_value(uuid.as_bytes())?,
@@ -309,7 +310,7 @@ mod tests {
         let a = row(1);
         let mut b = a.clone();
         b.entity_type = None;
-        assert_ne!(rows_digest(&[a.clone()]), rows_digest(&[b.clone()]));
+        assert_ne!(rows_digest(std::slice::from_ref(&a)), rows_digest(&[b.clone()]));
         assert_ne!(
             rows_digest(&[a.clone(), b.clone()]),
             rows_digest(&[b, a.clone()])

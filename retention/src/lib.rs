@@ -38,7 +38,9 @@ pub enum RetentionError {
     Verify(String),
     #[error("{0}")]
     Config(String),
-    #[error("another archive or retention run holds the retention lock; try again when it has finished")]
+    #[error(
+        "another archive or retention run holds the retention lock; try again when it has finished"
+    )]
     Busy,
 }
 
@@ -82,7 +84,10 @@ pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, 
         let policy = &settings.retention;
         let tier_changes = partitions::apply_tiers(&**client, now, policy).await?;
         let held: Vec<DateTime<Utc>> = client
-            .query(include_str!("../../sql/queries/retention/held_months.sql"), &[])
+            .query(
+                include_str!("../../sql/queries/retention/held_months.sql"),
+                &[],
+            )
             .await?
             .iter()
             .map(|row| row.try_get(0))

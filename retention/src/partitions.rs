@@ -107,7 +107,10 @@ pub async fn list(
     exact: bool,
 ) -> Result<Vec<Partition>, RetentionError> {
     let rows = client
-        .query(include_str!("../../sql/queries/retention/partitions.sql"), &[])
+        .query(
+            include_str!("../../sql/queries/retention/partitions.sql"),
+            &[],
+        )
         .await?;
     let mut partitions = Vec::with_capacity(rows.len());
     for row in rows {
@@ -153,7 +156,10 @@ pub async fn archives(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Vec<ArchiveRecord>, RetentionError> {
     let rows = client
-        .query(include_str!("../../sql/queries/retention/archives.sql"), &[])
+        .query(
+            include_str!("../../sql/queries/retention/archives.sql"),
+            &[],
+        )
         .await?;
     rows.iter()
         .map(|row| {
@@ -260,7 +266,12 @@ mod tests {
             month_of("activities_archiving_p2024_12"),
             Some(at("2024-12-01T00:00:00Z"))
         );
-        for bad in ["activities", "activities_p2025_13", "activities_p25_01", "x_p2025_01"] {
+        for bad in [
+            "activities",
+            "activities_p2025_13",
+            "activities_p25_01",
+            "x_p2025_01",
+        ] {
             assert_eq!(month_of(bad), None, "{bad}");
         }
         assert_eq!(

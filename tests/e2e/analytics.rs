@@ -1303,7 +1303,7 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
         picks.extend((0..15).map(|_| (skewed, rng.gen_range(30..users.len()))));
         picks.extend((0..50).map(|k| (flat, k)));
         for (k, community) in small.iter().enumerate() {
-            if (day as usize + k) % 3 == 0 {
+            if (day as usize + k).is_multiple_of(3) {
                 picks.push((*community, k));
             }
         }

@@ -118,7 +118,12 @@ fn events(n: usize, from: DateTime<Utc>, to: DateTime<Utc>, seed: u64) -> Vec<Ac
     let users: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
     let communities: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
     let span = (to - from).num_microseconds().expect("span");
-    let types = ["user.login", "event.created", "github.push", "member.created"];
+    let types = [
+        "user.login",
+        "event.created",
+        "github.push",
+        "member.created",
+    ];
     (0..n)
         .map(|i| {
             let at = match i {
@@ -146,7 +151,11 @@ fn events(n: usize, from: DateTime<Utc>, to: DateTime<Utc>, seed: u64) -> Vec<Ac
                 }));
             }
             if i % 2 == 0 {
-                event = event.ip_address(if i % 4 == 0 { "203.0.113.7" } else { "2001:db8::42" });
+                event = event.ip_address(if i % 4 == 0 {
+                    "203.0.113.7"
+                } else {
+                    "2001:db8::42"
+                });
                 event = event.user_agent("Mozilla/5.0 (X11; Linux x86_64) Tracker/1.0");
             }
             event.validate(Utc::now()).expect("valid event")
@@ -193,7 +202,10 @@ async fn accounted(life: &Lifecycle, month: DateTime<Utc>) -> (i64, i64) {
         format!("activities_archiving_p{suffix}"),
     ] {
         if life.exists(&table).await {
-            in_database += life.db.count(&format!("SELECT count(*) FROM {table}")).await;
+            in_database += life
+                .db
+                .count(&format!("SELECT count(*) FROM {table}"))
+                .await;
         }
     }
     let archived = life
@@ -254,11 +266,21 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
 
     // Their rollups cannot be rebuilt from raw rows that are gone.
     let rebuild = life
-        .run(&["rollups", "rebuild", "--from", "2021-01-10T00:00:00Z", "--to", "2021-01-11T00:00:00Z"])
+        .run(&[
+            "rollups",
+            "rebuild",
+            "--from",
+            "2021-01-10T00:00:00Z",
+            "--to",
+            "2021-01-11T00:00:00Z",
+        ])
         .await;
     assert!(!rebuild.status.success());
     let stderr = String::from_utf8_lossy(&rebuild.stderr);
-    assert!(stderr.contains("2021-01") && stderr.contains("archived"), "{stderr}");
+    assert!(
+        stderr.contains("2021-01") && stderr.contains("archived"),
+        "{stderr}"
+    );
     assert_eq!(rolled_up(&life.db).await, rollups);
 
     // Archiving again finds nothing more to do.
@@ -291,7 +313,11 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
         let id = Some(event.event_id().as_uuid().to_string());
         assert!(after.iter().any(|row| row[1] == id), "late event restored");
     }
-    assert_eq!(rolled_up(&life.db).await, rollups + 3, "rollups not counted twice");
+    assert_eq!(
+        rolled_up(&life.db).await,
+        rollups + 3,
+        "rollups not counted twice"
+    );
     assert!(life.exists("activities_p2021_01").await);
 
     // A second restore inserts nothing; the rebuild is allowed again.
@@ -302,9 +328,20 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
     assert_eq!(twice["already_present"], 3003, "{twice}");
     assert_eq!(snapshot(&life.db, jan, mar).await, after);
     let rebuild = life
-        .run(&["rollups", "rebuild", "--from", "2021-01-01T00:00:00Z", "--to", "2021-03-01T00:00:00Z"])
+        .run(&[
+            "rollups",
+            "rebuild",
+            "--from",
+            "2021-01-01T00:00:00Z",
+            "--to",
+            "2021-03-01T00:00:00Z",
+        ])
         .await;
-    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    assert!(
+        rebuild.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
     assert_eq!(rolled_up(&life.db).await, rollups + 3);
 
     // Another tool reads the files with the right column types.
@@ -382,9 +419,15 @@ async fn a_crash_in_the_middle_of_archiving_loses_nothing_and_doubles_nothing() 
             "after a kill at {delay:?}: {in_database} rows in PostgreSQL, {archived} in recorded archives"
         );
         delay = delay.mul_f64(1.5);
-        assert!(delay < Duration::from_secs(120), "the archive never finished");
+        assert!(
+            delay < Duration::from_secs(120),
+            "the archive never finished"
+        );
     }
-    assert!(killed_mid_write > 0, "no kill landed while parts were being written");
+    assert!(
+        killed_mid_write > 0,
+        "no kill landed while parts were being written"
+    );
     let done = life.json(&["archive", "--before", "2020-06-01"]).await;
     assert!(done.as_array().is_some(), "{done}");
     assert_eq!(accounted(&life, may).await, (0, 20_000));
@@ -426,7 +469,10 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("start {binary:?} (scripts/test installs it): {e}"));
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Self { child, port };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -456,7 +502,10 @@ async fn archives_round_trip_through_an_s3_compatible_server() {
         ("AWS_ACCESS_KEY_ID".into(), "test-access".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test-secret".into()),
         ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{}", server.port)),
+        (
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{}", server.port),
+        ),
         ("AWS_ALLOW_HTTP".into(), "true".into()),
     ];
     let (jun, jul) = (month(2019, 6), month(2019, 7));
@@ -496,7 +545,11 @@ async fn archives_round_trip_through_an_s3_compatible_server() {
     assert!(!damaged.status.success());
     let stderr = String::from_utf8_lossy(&damaged.stderr);
     assert!(stderr.contains("damaged"), "{stderr}");
-    assert_eq!(snapshot(&life.db, jun, jul).await.len(), 0, "nothing half restored");
+    assert_eq!(
+        snapshot(&life.db, jun, jul).await.len(),
+        0,
+        "nothing half restored"
+    );
     drop(server.child);
 }
 
@@ -506,7 +559,9 @@ async fn retention_run_ensures_partitions_moves_tiers_and_archives_cold_months()
     let now = Utc::now();
     let this_month = activity_consumer::store::month_start(now);
     let warm = this_month.checked_sub_months(Months::new(5)).expect("date");
-    let cold = this_month.checked_sub_months(Months::new(14)).expect("date");
+    let cold = this_month
+        .checked_sub_months(Months::new(14))
+        .expect("date");
     // A month that had no partition: the batch creates it.
     let old = month(2015, 3);
     let mut sent = events(300, this_month, this_month + TimeDelta::hours(1), 6);
@@ -541,7 +596,11 @@ async fn retention_run_ensures_partitions_moves_tiers_and_archives_cold_months()
     assert!(archived.contains(&name(old)), "{summary}");
     assert!(!archived.contains(&name(warm)), "{summary}");
     assert_eq!(hot_indexes(name(this_month)).await, 3);
-    assert_eq!(hot_indexes(name(warm)).await, 0, "warm: hot-only indexes dropped");
+    assert_eq!(
+        hot_indexes(name(warm)).await,
+        0,
+        "warm: hot-only indexes dropped"
+    );
     assert!(!life.exists(&name(cold)).await);
     // Two months ahead (the profile's partitions.ahead) exist.
     let ahead = this_month.checked_add_months(Months::new(2)).expect("date");
@@ -549,7 +608,9 @@ async fn retention_run_ensures_partitions_moves_tiers_and_archives_cold_months()
     assert_eq!(life.db.count("SELECT count(*) FROM activities").await, 600);
 
     // The listing shows each partition's tier and each archive.
-    let listing = life.json(&["partitions", "list", "--exact", "--json"]).await;
+    let listing = life
+        .json(&["partitions", "list", "--exact", "--json"])
+        .await;
     let tier_of = |n: &str| {
         listing["partitions"]
             .as_array()
@@ -566,8 +627,54 @@ async fn retention_run_ensures_partitions_moves_tiers_and_archives_cold_months()
         "{listing}"
     );
 
-    // Run again: nothing to do.
-    let again = life.json(&["retention", "run"]).await;
+    // Run again: nothing to do; the run pushes its metrics to a Pushgateway.
+    let pushgateway = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let push_url = format!("http://{}", pushgateway.local_addr().expect("address"));
+    let pushed = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = pushgateway.accept().await.expect("a push");
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // Until the body announced by Content-Length has arrived.
+        loop {
+            let n = socket.read(&mut buffer).await.expect("read");
+            request.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .expect("answer");
+                    return text;
+                }
+            }
+        }
+    });
+    let again = life
+        .json(&["retention", "run", "--pushgateway-url", &push_url])
+        .await;
+    let push = pushed.await.expect("push received");
+    assert!(
+        push.starts_with("PUT /metrics/job/activity_retention "),
+        "{push}"
+    );
+    assert!(push.contains("retention_last_run_success 1"), "{push}");
+    assert!(
+        push.contains("retention_last_run_archived_partitions 0"),
+        "{push}"
+    );
     assert_eq!(again["archived"], json!([]), "{again}");
     assert_eq!(again["tier_changes"], json!([]), "{again}");
 
@@ -580,12 +687,9 @@ async fn retention_run_ensures_partitions_moves_tiers_and_archives_cold_months()
 
     // Two runs at once: the second is refused, not interleaved.
     let lock = life.db.client().await;
-    lock.query_one(
-        "SELECT pg_advisory_lock(x'726574656e74696f'::bigint)",
-        &[],
-    )
-    .await
-    .expect("take the retention lock");
+    lock.query_one("SELECT pg_advisory_lock(x'726574656e74696f'::bigint)", &[])
+        .await
+        .expect("take the retention lock");
     let busy = life.run(&["retention", "run"]).await;
     assert!(!busy.status.success());
     assert!(
