@@ -24,6 +24,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::{Json, Router};
 use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -38,6 +39,9 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
+    /// What `/metrics` renders (None when another component of the process
+    /// installed the recorder first: `activity dev`).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// How to run the API.
@@ -103,6 +107,7 @@ impl Application {
                 pool,
                 keys: Arc::new(Keys::new(&config.jwt_secret)),
                 draining: CancellationToken::new(),
+                metrics: activity_core::telemetry::install_metrics(),
             },
         })
     }
@@ -137,5 +142,36 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route_layer(axum::middleware::from_fn(measure))
+        .route("/metrics", get(render_metrics))
         .with_state(state)
+}
+
+/// `/metrics`: Prometheus text.
+async fn render_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Counts and times every request by route template (never the ids in the
+/// path: bounded labels) and status code: `api_requests_total`,
+/// `api_request_duration_seconds`.
+async fn measure(
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route.as_str().to_owned()),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::histogram!("api_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("api_requests_total", &labels).increment(1);
+    response
 }

@@ -102,7 +102,7 @@ impl Application {
             listener,
             state: AppState {
                 collector: Arc::new(collector),
-                metrics: metrics::install(),
+                metrics: activity_core::telemetry::install_metrics(),
                 draining: CancellationToken::new(),
             },
             pool: activity_core::database::pool(&config.database_url, 2)

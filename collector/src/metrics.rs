@@ -1,13 +1,6 @@
 //! The collector's counters, served as Prometheus text on `/metrics`.
 
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// Installs the process-wide recorder (once per process; later calls return
-/// None and the first recorder keeps counting).
-pub fn install() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new().install_recorder().ok()
-}
 
 pub(crate) fn accepted(accepted: usize, rejected: usize) {
     counter!("collector_events_accepted_total").increment(accepted as u64);

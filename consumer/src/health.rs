@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -110,10 +110,6 @@ async fn healthz() -> StatusCode {
 }
 
 /// Installs the process-wide Prometheus recorder (once per process).
-pub fn install_metrics() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new().install_recorder().ok()
-}
-
 async fn render_metrics(
     State((health, handle)): State<(Health, Option<PrometheusHandle>)>,
 ) -> String {

@@ -1,4 +1,4 @@
-//! Logging setup: one call at the start of every process.
+//! Logging and metrics setup: one call each at the start of every process.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -33,4 +33,21 @@ pub fn init(format: LogFormat) {
     };
     // A second init (tests, `dev` running several components) keeps the first.
     let _ = result;
+}
+
+/// Installs the process-wide Prometheus recorder that `/metrics` renders
+/// (every process serves one). Durations (`*_seconds`) are histograms with
+/// these buckets, so alert rules and dashboards can take quantiles across
+/// replicas. A second call (tests, `dev` running several components) returns
+/// None and the first recorder keeps counting.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const SECONDS: [f64; 14] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS)
+        .ok()?
+        .install_recorder()
+        .ok()
 }

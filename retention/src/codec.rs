@@ -310,7 +310,10 @@ mod tests {
         let a = row(1);
         let mut b = a.clone();
         b.entity_type = None;
-        assert_ne!(rows_digest(std::slice::from_ref(&a)), rows_digest(&[b.clone()]));
+        assert_ne!(
+            rows_digest(std::slice::from_ref(&a)),
+            rows_digest(&[b.clone()])
+        );
         assert_ne!(
             rows_digest(&[a.clone(), b.clone()]),
             rows_digest(&[b, a.clone()])

@@ -84,7 +84,7 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
     let (address, serving) = activity_consumer::health::serve(
         metrics_listen,
         consumer.health(),
-        activity_consumer::health::install_metrics(),
+        activity_core::telemetry::install_metrics(),
         stop_serving.clone(),
     )
     .await
