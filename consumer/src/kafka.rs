@@ -114,7 +114,29 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of
+    /// each partition this member owns, the broker's high watermark minus
+    /// the group's committed offset, as `consumer_lag_messages{partition}`.
+    /// Partitions it does not own (any more) read 0, so a sum over members
+    /// counts each partition once.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for topic in statistics.topics.values() {
+            for partition in topic.partitions.values() {
+                if partition.partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let lag = if partition.desired && partition.consumer_lag >= 0 {
+                    partition.consumer_lag as f64
+                } else {
+                    0.0
+                };
+                metrics::gauge!("consumer_lag_messages", "partition" => partition.partition.to_string())
+                    .set(lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -192,6 +214,8 @@ impl Consumer {
                     .max(100)
                     .to_string(),
             )
+            // Lag per partition for /metrics (GroupContext::stats).
+            .set("statistics.interval.ms", "10000")
             // Bounds the prefetch buffer, and so the consumer's memory.
             .set("queued.max.messages.kbytes", "16384")
             .create_with_context(GroupContext::default())?;

@@ -35,19 +35,26 @@ pub fn init(format: LogFormat) {
     let _ = result;
 }
 
-/// Installs the process-wide Prometheus recorder that `/metrics` renders
-/// (every process serves one). Durations (`*_seconds`) are histograms with
-/// these buckets, so alert rules and dashboards can take quantiles across
-/// replicas. A second call (tests, `dev` running several components) returns
-/// None and the first recorder keeps counting.
+/// The process-wide Prometheus recorder that `/metrics` renders (every
+/// process serves one), installed by the first call; later calls (tests,
+/// `dev` running several components in one process) share it. Durations
+/// (`*_seconds`) are histograms with these buckets, so alert rules and
+/// dashboards can take quantiles across replicas. None only if some other
+/// recorder was installed first.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    use std::sync::OnceLock;
     const SECONDS: [f64; 14] = [
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS)
-        .ok()?
-        .install_recorder()
-        .ok()
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
 }

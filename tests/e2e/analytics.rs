@@ -1045,6 +1045,32 @@ async fn bad_parameters_get_400_never_500() {
             "{path} documented"
         );
     }
+    // /metrics counts the requests by route template and status (never by
+    // the ids in the path), with a latency histogram. Other tests of this
+    // process share the recorder, so only lower bounds hold.
+    let metrics = metrics_text(&w.base).await;
+    let count = |route: &str, status: u16| -> u64 {
+        let prefix = format!("api_requests_total{{route=\"{route}\",status=\"{status}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("/api/v1/analytics/community/{id}", 400) >= 2,
+        "{metrics}"
+    );
+    assert!(
+        count("/api/v1/analytics/community/{id}", 404) >= 1,
+        "{metrics}"
+    );
+    assert!(count("/api/v1/openapi.json", 200) >= 1, "{metrics}");
+    assert!(
+        metrics.contains("api_request_duration_seconds_bucket{route=\"/api/v1/analytics/events\",status=\"400\",le=\"0.005\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&user.to_string()), "no id as a label");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

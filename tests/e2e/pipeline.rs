@@ -428,6 +428,34 @@ async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
         "{metrics}"
     );
     assert!(metrics.contains("consumer_ready 1"), "{metrics}");
+    // The outage and the missing table were counted by kind.
+    assert!(
+        metrics.contains("consumer_store_errors_total{kind=\"unavailable\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("consumer_store_errors_total{kind=\"schema\"}"),
+        "{metrics}"
+    );
+    // Lag per partition (librdkafka's statistics, every 10 s) goes to 0 once
+    // everything is stored and committed.
+    let mut lags = Vec::new();
+    for _ in 0..60 {
+        let metrics = metrics_text(&format!("http://{}", process.metrics)).await;
+        lags = metrics
+            .lines()
+            .filter(|line| line.starts_with("consumer_lag_messages{"))
+            .map(str::to_owned)
+            .collect();
+        if !lags.is_empty() && lags.iter().all(|line| line.ends_with(" 0")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !lags.is_empty() && lags.iter().all(|line| line.ends_with(" 0")),
+        "lag per partition after everything was stored: {lags:?}"
+    );
     process.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(db.count("SELECT count(*) FROM activities").await, 2_500);
     let letters = activity_consumer::dlq::read_letters(
