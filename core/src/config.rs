@@ -347,6 +347,32 @@ impl Settings {
         })
     }
 
+    /// What `prod` refuses: the built-in database URL, and a database
+    /// password that is missing or a well-known default. (`activity api`
+    /// also refuses to start without `JWT_SECRET` outside `dev`.)
+    fn check_prod(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.expose();
+        if url == Settings::default().database_url.expose() {
+            return Err(ConfigError::Invalid(
+                "prod needs DATABASE_URL: the built-in default is for a laptop".into(),
+            ));
+        }
+        let password = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+            .unwrap_or_default();
+        const DEFAULTS: [&str; 6] = ["", "postgres", "password", "admin", "secret", "changeme"];
+        if DEFAULTS.contains(&password.as_str()) && !url.contains("sslmode=verify-full") {
+            return Err(ConfigError::Invalid(
+                "prod refuses a DATABASE_URL without a password or with a default one \
+                 (postgres, password, admin, secret, changeme); certificate login needs \
+                 sslmode=verify-full"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         if self.consumer.batch_size == 0 {
             return Err(ConfigError::Invalid(
@@ -370,6 +396,9 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "producer.queue_capacity must be at least 1".into(),
             ));
+        }
+        if self.app_env == Some(AppEnv::Prod) {
+            self.check_prod()?;
         }
         let retention = &self.retention;
         if retention.hot_months == 0 || retention.warm_months < retention.hot_months {
@@ -440,6 +469,26 @@ mod tests {
         assert!(settings.check().is_err());
         settings.consumer.batch_size = 1;
         assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn prod_refuses_unsafe_database_settings() {
+        let prod = |url: &str| {
+            let mut settings = Settings::from_toml("prod", AppEnv::Prod.builtin_profile()).unwrap();
+            settings.app_env = Some(AppEnv::Prod);
+            settings.database_url = Secret::new(url);
+            settings.check()
+        };
+        assert!(prod("postgres://postgres@127.0.0.1:5432/activity").is_err());
+        assert!(prod("postgres://app@db.internal/activity").is_err());
+        assert!(prod("postgres://app:postgres@db.internal/activity").is_err());
+        assert!(prod("postgres://app:password@db.internal/activity").is_err());
+        assert!(prod("postgres://app:Xk9-long-random@db.internal/activity").is_ok());
+        assert!(prod("postgres://app@db.internal/activity?sslmode=verify-full").is_ok());
+        // dev takes the laptop defaults.
+        let mut dev = Settings::from_toml("dev", AppEnv::Dev.builtin_profile()).unwrap();
+        dev.app_env = Some(AppEnv::Dev);
+        assert!(dev.check().is_ok());
     }
 
     #[test]
