@@ -172,6 +172,10 @@ fn parse_body(body: &[u8]) -> Result<(Vec<&RawValue>, Option<DateTime<Utc>>), Co
     Ok((batch.events, sent_at))
 }
 
+/// Why one event of a request was not accepted: a bounded kind (the
+/// metric's `reason` label) and the message for the client.
+struct Refusal(&'static str, String);
+
 /// Checks one event and fills in what the request knows.
 fn prepare(
     collector: &Collector,
@@ -179,22 +183,30 @@ fn prepare(
     raw: &RawValue,
     context: &RequestContext<'_>,
     index: usize,
-) -> Result<NewEvent, String> {
+) -> Result<NewEvent, Refusal> {
     let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
-        return Err(format!("event is {size} bytes; at most {MAX_EVENT_BYTES}"));
+        return Err(Refusal(
+            "event_too_large",
+            format!("event is {size} bytes; at most {MAX_EVENT_BYTES}"),
+        ));
     }
     let mut event = RawEvent::from_json_text(raw.get())
         .and_then(RawEvent::into_new_event)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal(e.kind(), e.to_string()))?;
     if !key.may_write(event.community_id) {
-        return Err(match event.community_id {
-            Some(community) => {
-                format!("this write key may not write events of community {community}")
-            }
-            None => "this write key writes only events of its communities; community_id is missing"
-                .into(),
-        });
+        return Err(Refusal(
+            "community_not_allowed",
+            match event.community_id {
+                Some(community) => {
+                    format!("this write key may not write events of community {community}")
+                }
+                None => {
+                    "this write key writes only events of its communities; community_id is missing"
+                        .into()
+                }
+            },
+        ));
     }
     event.created_at = Some(match (event.created_at, context.sent_at) {
         // The client's clock is off by (sent_at - received_at): move the
@@ -221,7 +233,7 @@ fn prepare(
         };
         if collector.spam.is_spam(signature) {
             metrics::spam_dropped();
-            return Err(collector.spam.describe());
+            return Err(Refusal("spam", collector.spam.describe()));
         }
     }
     Ok(event)
@@ -278,7 +290,9 @@ pub async fn post_events(
             prepare(&collector, &key, raw, &context, index).and_then(|event| {
                 match collector.tracker.send_event(event) {
                     Ok(delivery) => Ok(Ok(delivery)),
-                    Err(TrackError::Invalid(reason)) => Err(reason.to_string()),
+                    Err(TrackError::Invalid(reason)) => {
+                        Err(Refusal(reason.kind(), reason.to_string()))
+                    }
                     Err(other) => Ok(Err(other)),
                 }
             });
@@ -290,7 +304,10 @@ pub async fn post_events(
                     "Kafka cannot take events now ({error}); nothing of this request was accepted; retry it"
                 )));
             }
-            Err(error) => rejected.push(Rejected { index, error }),
+            Err(Refusal(kind, error)) => {
+                metrics::rejected(kind);
+                rejected.push(Rejected { index, error });
+            }
         }
     }
     let accepted = deliveries.len();
@@ -302,7 +319,7 @@ pub async fn post_events(
             )));
         }
     }
-    metrics::accepted(accepted, rejected.len());
+    metrics::accepted(accepted);
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected })).into_response())
 }
 

@@ -2,9 +2,14 @@
 
 use metrics::{counter, gauge};
 
-pub(crate) fn accepted(accepted: usize, rejected: usize) {
+pub(crate) fn accepted(accepted: usize) {
     counter!("collector_events_accepted_total").increment(accepted as u64);
-    counter!("collector_events_rejected_total").increment(rejected as u64);
+}
+
+/// One event refused, by kind (`ValidationError::kind`, or
+/// `event_too_large`, `community_not_allowed`, `spam`).
+pub(crate) fn rejected(reason: &'static str) {
+    counter!("collector_events_rejected_total", "reason" => reason).increment(1);
 }
 
 pub(crate) fn spam_dropped() {

@@ -73,6 +73,24 @@ pub enum ValidationError {
     Metadata(#[from] MetadataError),
 }
 
+impl ValidationError {
+    /// A short, bounded name for the kind of problem: a metric label (the
+    /// message itself carries values and is unbounded).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing(_) => "missing_field",
+            Self::InvalidUuid { .. } | Self::NilUuid(_) => "bad_uuid",
+            Self::EventType(_) => "bad_event_type",
+            Self::TooLong { .. } => "too_long",
+            Self::Nul(_) => "nul_character",
+            Self::IpAddress(_) => "bad_ip_address",
+            Self::Timestamp(_) | Self::Future(_) | Self::TooOld(_) => "bad_created_at",
+            Self::WrongType { .. } => "wrong_type",
+            Self::Metadata(_) => "bad_metadata",
+        }
+    }
+}
+
 /// Shortens a hostile value before it is echoed back in an error message.
 pub(crate) fn excerpt(value: &str) -> String {
     const MAX: usize = 80;

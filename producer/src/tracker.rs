@@ -78,7 +78,13 @@ struct DeliveryContext {
     counters: Arc<Counters>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    /// librdkafka's statistics (every 10 s): events waiting in the
+    /// producer's queue for the broker, as `producer_queue_messages`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        metrics::gauge!("producer_queue_messages").set(statistics.msg_cnt as f64);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Option<Acknowledgement>>;
@@ -91,9 +97,11 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(_) => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("producer_events_delivered_total").increment(1);
             }
             Err((error, message)) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("producer_delivery_failures_total").increment(1);
                 let key = message
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -120,6 +128,8 @@ impl Tracker {
         let counters = Arc::new(Counters::default());
         let producer = client_config(&settings.kafka.brokers)
             .set("enable.idempotence", "true")
+            // Queue depth for /metrics (DeliveryContext::stats).
+            .set("statistics.interval.ms", "10000")
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", settings.producer.linger_ms.to_string())

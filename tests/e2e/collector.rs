@@ -263,6 +263,34 @@ async fn a_mixed_batch_stores_exactly_the_valid_events_once_however_often_it_is_
     // The same request again (a client retrying after a timeout): same ids.
     let (status, _, _) = collector.post(Some(&key), body).await;
     assert_eq!(status, 202);
+    // /metrics counts both requests: accepted, and rejected by kind.
+    let metrics = metrics_text(&collector.url).await;
+    assert!(
+        metrics.contains("collector_events_accepted_total 28"),
+        "{metrics}"
+    );
+    let rejected = |reason: &str| -> u64 {
+        let prefix = format!("collector_events_rejected_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for reason in [
+        "bad_event_type",
+        "bad_uuid",
+        "community_not_allowed",
+        "event_too_large",
+    ] {
+        assert_eq!(rejected(reason), 2, "{reason}: {metrics}");
+    }
+    let all: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("collector_events_rejected_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(all, 12, "{metrics}");
 
     let consumer = InProcessConsumer::start(&settings);
     assert_eq!(db.wait_for_events(14, Duration::from_secs(60)).await, 14);
