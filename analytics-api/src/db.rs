@@ -68,3 +68,16 @@ pub async fn scoped<'a>(
     tx.batch_execute("SET LOCAL ROLE activity_api").await?;
     Ok(tx)
 }
+
+/// Runs one of the API's queries (`sql/queries/analytics/<name>.sql`) and
+/// records how long it took as `db_query_duration_seconds{query="<name>"}`.
+pub async fn timed<T, E>(
+    name: &'static str,
+    query: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = query.await;
+    metrics::histogram!("db_query_duration_seconds", "query" => name)
+        .record(started.elapsed().as_secs_f64());
+    result
+}

@@ -11,7 +11,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
-use crate::db::{for_top_lists, scoped};
+use crate::db::{for_top_lists, scoped, timed};
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{parse_uuid, Cursor, Range, RawParams};
 use crate::reports::*;
@@ -56,28 +56,32 @@ async fn common(
     communities: &Option<Vec<Uuid>>,
     event_type: &Option<String>,
 ) -> Result<Common, ApiError> {
-    let totals = tx
-        .query_one(
+    let totals = timed(
+        "totals",
+        tx.query_one(
             include_str!("../../sql/queries/analytics/totals.sql"),
             &[&range.from, &range.to, communities, event_type],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let interval = range.interval.as_str();
-    let time_series = tx
-        .query(
+    let time_series = timed(
+        "series",
+        tx.query(
             include_str!("../../sql/queries/analytics/series.sql"),
             &[&range.from, &range.to, communities, event_type, &interval],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(Point {
-                start: local(row.try_get("start")?, range.tz),
-                events: row.try_get("events")?,
-                unique_users: row.try_get("unique_users")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(Point {
+            start: local(row.try_get("start")?, range.tz),
+            events: row.try_get("events")?,
+            unique_users: row.try_get("unique_users")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(Common {
         total_events: totals.try_get("events")?,
         unique_users: totals.try_get("unique_users")?,
@@ -91,21 +95,23 @@ async fn by_type(
     communities: &Option<Vec<Uuid>>,
 ) -> Result<Vec<TypeCount>, ApiError> {
     let none: Option<String> = None;
-    Ok(tx
-        .query(
+    Ok(timed(
+        "by_type",
+        tx.query(
             include_str!("../../sql/queries/analytics/by_type.sql"),
             &[&range.from, &range.to, communities, &none],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(TypeCount {
-                event_type: row.try_get("event_type")?,
-                events: row.try_get("events")?,
-                unique_users: row.try_get("unique_users")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(TypeCount {
+            event_type: row.try_get("event_type")?,
+            events: row.try_get("events")?,
+            unique_users: row.try_get("unique_users")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?)
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?)
 }
 
 async fn active_users(
@@ -114,12 +120,14 @@ async fn active_users(
     communities: &Option<Vec<Uuid>>,
 ) -> Result<ActiveUsers, ApiError> {
     let none: Option<String> = None;
-    let row = tx
-        .query_one(
+    let row = timed(
+        "active_users",
+        tx.query_one(
             include_str!("../../sql/queries/analytics/active_users.sql"),
             &[&range.from, &range.to, communities, &none],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(ActiveUsers {
         as_of: local(range.to, range.tz),
         dau: row.try_get("dau")?,
@@ -129,12 +137,14 @@ async fn active_users(
 }
 
 async fn freshness(tx: &Transaction<'_>) -> Result<Freshness, ApiError> {
-    let row = tx
-        .query_one(
+    let row = timed(
+        "freshness",
+        tx.query_one(
             include_str!("../../sql/queries/analytics/freshness.sql"),
             &[],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let generated_at = Utc::now();
     let last: Option<DateTime<Utc>> = row.try_get("last_stored_at")?;
     Ok(Freshness {
@@ -171,21 +181,23 @@ pub async fn overview(
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
     for_top_lists(&tx).await?;
-    let top_communities = tx
-        .query(
+    let top_communities = timed(
+        "top_communities",
+        tx.query(
             include_str!("../../sql/queries/analytics/top_communities.sql"),
             &[&range.from, &range.to, &communities, &none, &limit],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(CommunityCount {
-                community_id: row.try_get("community_id")?,
-                name: row.try_get("name")?,
-                events: row.try_get("events")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(CommunityCount {
+            community_id: row.try_get("community_id")?,
+            name: row.try_get("name")?,
+            events: row.try_get("events")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(Json(Overview {
         range: range_out(&range),
         freshness: freshness(&tx).await?,
@@ -222,13 +234,15 @@ pub async fn community(
     let communities = Some(vec![id]);
     let mut client = state.pool.get().await?;
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
-    let row = tx
-        .query_opt(
+    let row = timed(
+        "community",
+        tx.query_opt(
             include_str!("../../sql/queries/analytics/community.sql"),
             &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
+        ),
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
     let info = CommunityInfo {
         id,
         name: row.try_get("name")?,
@@ -237,35 +251,39 @@ pub async fn community(
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
     for_top_lists(&tx).await?;
-    let top_users = tx
-        .query(
+    let top_users = timed(
+        "top_users",
+        tx.query(
             include_str!("../../sql/queries/analytics/top_users.sql"),
             &[&range.from, &range.to, &communities, &none, &limit],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(UserCount {
-                user_id: row.try_get("user_id")?,
-                events: row.try_get("events")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(UserCount {
+            user_id: row.try_get("user_id")?,
+            events: row.try_get("events")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    let top_entities = tx
-        .query(
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?;
+    let top_entities = timed(
+        "top_entities",
+        tx.query(
             include_str!("../../sql/queries/analytics/top_entities.sql"),
             &[&range.from, &range.to, &communities, &none, &limit],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(EntityCount {
-                entity_type: row.try_get("entity_type")?,
-                entity_id: row.try_get("entity_id")?,
-                events: row.try_get("events")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(EntityCount {
+            entity_type: row.try_get("entity_type")?,
+            entity_id: row.try_get("entity_id")?,
+            events: row.try_get("events")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(Json(CommunityReport {
         community: info,
         range: range_out(&range),
@@ -310,34 +328,39 @@ pub async fn user(
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
     let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&id, &range.from, &range.to, &communities];
-    let summary = tx
-        .query_one(
+    let summary = timed(
+        "user_summary",
+        tx.query_one(
             include_str!("../../sql/queries/analytics/user_summary.sql"),
             &args,
-        )
-        .await?;
-    let events_by_type = tx
-        .query(
+        ),
+    )
+    .await?;
+    let events_by_type = timed(
+        "user_by_type",
+        tx.query(
             include_str!("../../sql/queries/analytics/user_by_type.sql"),
             &args,
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(UserTypeCount {
-                event_type: row.try_get("event_type")?,
-                events: row.try_get("events")?,
-            })
+        ),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(UserTypeCount {
+            event_type: row.try_get("event_type")?,
+            events: row.try_get("events")?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
+    })
+    .collect::<Result<_, tokio_postgres::Error>>()?;
     let (after_time, after_id) = match cursor {
         Some(c) => (Some(c.created_at), Some(c.id)),
         None => (None, None),
     };
     // One row more than the page tells whether another page follows.
     let fetch = limit + 1;
-    let rows = tx
-        .query(
+    let rows = timed(
+        "user_timeline",
+        tx.query(
             include_str!("../../sql/queries/analytics/user_timeline.sql"),
             &[
                 &id,
@@ -348,8 +371,9 @@ pub async fn user(
                 &after_id,
                 &fetch,
             ],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
     for row in rows.iter().take(limit as usize) {

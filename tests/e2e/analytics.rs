@@ -1071,6 +1071,11 @@ async fn bad_parameters_get_400_never_500() {
         "{metrics}"
     );
     assert!(!metrics.contains(&user.to_string()), "no id as a label");
+    // Each database query is timed by name.
+    assert!(
+        metrics.contains("db_query_duration_seconds_count{query=\"community\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
