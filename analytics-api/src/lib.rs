@@ -165,7 +165,16 @@ async fn measure(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    // One span per request, with the caller's X-Request-Id or a new one.
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", route = route.as_str(), %request_id);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let labels = [
         ("route", route.as_str().to_owned()),
         ("status", response.status().as_u16().to_string()),

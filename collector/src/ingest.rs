@@ -247,14 +247,33 @@ struct RequestContext<'a> {
     user_agent: Option<&'a str>,
 }
 
+/// `POST /v1/events`, in one span per request (the caller's X-Request-Id or
+/// a new one; the write key's id once known).
 pub async fn post_events(
     State(collector): State<Arc<Collector>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, CollectError> {
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", route = "/v1/events", %request_id, key = tracing::field::Empty);
+    tracing::Instrument::instrument(ingest(collector, peer, headers, body), span).await
+}
+
+async fn ingest(
+    collector: Arc<Collector>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, CollectError> {
     let received_at = Utc::now();
     let key = authenticate(&collector, &headers)?;
+    tracing::Span::current().record("key", tracing::field::display(key.id));
     let body: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes")))?;

@@ -411,18 +411,36 @@ impl Consumer {
         let health = self.health.clone();
         let abort = abort.clone();
         let topic = self.topic.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let flushed = flush(batch, &store, &dlq, &health, &abort).await?;
-            metrics::histogram!("consumer_batch_store_seconds")
-                .record(started.elapsed().as_secs_f64());
-            let progress = flushed.offsets.iter().map(|(&p, &(_, next))| (p, next));
-            if let Err(error) = store.record_progress(&topic, progress).await {
-                // Informational only: the events are stored and may be committed.
-                tracing::warn!(%error, "cannot record consumer progress");
-            }
-            Ok(flushed)
-        })
+        // One span per batch: its size and, per partition, the first and
+        // last offset it holds, on every log line written while storing it.
+        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+        for message in &batch {
+            let range = ranges
+                .entry(message.partition)
+                .or_insert((message.offset, message.offset));
+            range.0 = range.0.min(message.offset);
+            range.1 = range.1.max(message.offset);
+        }
+        let offsets: Vec<String> = ranges
+            .iter()
+            .map(|(p, (first, last))| format!("{p}@{first}-{last}"))
+            .collect();
+        let span = tracing::info_span!("batch", events = batch.len(), offsets = %offsets.join(","));
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let started = std::time::Instant::now();
+                let flushed = flush(batch, &store, &dlq, &health, &abort).await?;
+                metrics::histogram!("consumer_batch_store_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let progress = flushed.offsets.iter().map(|(&p, &(_, next))| (p, next));
+                if let Err(error) = store.record_progress(&topic, progress).await {
+                    // Informational only: the events are stored and may be committed.
+                    tracing::warn!(%error, "cannot record consumer progress");
+                }
+                Ok(flushed)
+            },
+            span,
+        ))
     }
 
     fn decode(
