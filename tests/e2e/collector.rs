@@ -542,3 +542,133 @@ async fn sigterm_answers_the_requests_in_flight_then_stops() {
         "every accepted event is in Kafka"
     );
 }
+
+/// A number on a line of Prometheus text starting with `prefix` (0 if none).
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_counts_a_real_run_on_its_metrics() {
+    // The collector, a consumer and the API as processes; 500 events in
+    // through HTTP; each /metrics says what happened.
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::spawn(&settings, &[]).await;
+    let consumer = ConsumerProcess::spawn(&settings, "metrics-consumer");
+    let api_port = free_port();
+    let _api = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["api", "--listen", &format!("127.0.0.1:{api_port}")])
+        .env("DATABASE_URL", &db.url)
+        .env("APP_ENV", "dev")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn activity api");
+
+    let communities: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for request in 0..5 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                login(
+                    Uuid::new_v4(),
+                    communities[(request + i) % communities.len()],
+                )
+            })
+            .collect();
+        let (status, body, _) = collector
+            .post(Some(&key), json!({"events": events}).to_string())
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    assert_eq!(db.wait_for_events(500, Duration::from_secs(60)).await, 500);
+
+    let collector_metrics = metrics_text(&collector.url).await;
+    assert_eq!(
+        sample(&collector_metrics, "collector_events_accepted_total "),
+        500.0,
+        "{collector_metrics}"
+    );
+    assert_eq!(
+        sample(&collector_metrics, "producer_events_delivered_total "),
+        500.0,
+        "{collector_metrics}"
+    );
+
+    // The consumer: stored equals what was sent; lag on every partition
+    // goes to 0 (librdkafka reports it every 10 s).
+    let consumer_url = format!("http://{}", consumer.metrics);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let consumer_metrics = loop {
+        let text = metrics_text(&consumer_url).await;
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("consumer_lag_messages{"))
+            .collect();
+        let drained = lags.len() == 3 && lags.iter().all(|l| l.ends_with(" 0"));
+        if (drained && sample(&text, "consumer_events_stored_total ") == 500.0)
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        sample(&consumer_metrics, "consumer_events_stored_total "),
+        500.0,
+        "{consumer_metrics}"
+    );
+    let lags: Vec<&str> = consumer_metrics
+        .lines()
+        .filter(|l| l.starts_with("consumer_lag_messages{"))
+        .collect();
+    assert_eq!(lags.len(), 3, "one lag per partition: {consumer_metrics}");
+    assert!(lags.iter().all(|l| l.ends_with(" 0")), "{lags:?}");
+
+    // The API: a real request, then its counters.
+    let token = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["token", "--role", "admin"])
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("activity token");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let mut overview = Value::Null;
+    for _ in 0..50 {
+        if let Ok(response) = reqwest::Client::new()
+            .get(format!("{api}/api/v1/analytics/overview"))
+            .bearer_auth(&token)
+            .send()
+            .await
+        {
+            assert_eq!(response.status().as_u16(), 200);
+            overview = response.json().await.expect("json");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(overview["total_events"], 500, "{overview}");
+    let api_metrics = metrics_text(&api).await;
+    assert_eq!(
+        sample(
+            &api_metrics,
+            "api_requests_total{route=\"/api/v1/analytics/overview\",status=\"200\"} "
+        ),
+        1.0,
+        "{api_metrics}"
+    );
+    assert!(
+        sample(
+            &api_metrics,
+            "db_query_duration_seconds_count{query=\"totals\"} "
+        ) >= 1.0,
+        "{api_metrics}"
+    );
+}
