@@ -426,6 +426,7 @@ impl Consumer {
             .map(|(p, (first, last))| format!("{p}@{first}-{last}"))
             .collect();
         let span = tracing::info_span!("batch", events = batch.len(), offsets = %offsets.join(","));
+        metrics::histogram!("consumer_batch_events").record(batch.len() as f64);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let started = std::time::Instant::now();

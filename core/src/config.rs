@@ -232,6 +232,29 @@ impl Default for PartitionSettings {
     }
 }
 
+/// The HTTP collector's defaults per key (flags and `COLLECT_*` variables
+/// override them; a key created with its own limits keeps them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorSettings {
+    pub requests_per_second: u32,
+    pub events_per_second: u32,
+    /// Identical events (same key, user, type, entity) accepted per window.
+    pub spam_threshold: u32,
+    pub spam_window_ms: u64,
+}
+
+impl Default for CollectorSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 100,
+            events_per_second: 10_000,
+            spam_threshold: 50,
+            spam_window_ms: 10_000,
+        }
+    }
+}
+
 /// The data lifecycle (`activity retention run`): tiers by a partition's age
 /// in whole months, the current month being 0.
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +295,7 @@ pub struct Settings {
     pub producer: ProducerSettings,
     pub partitions: PartitionSettings,
     pub retention: RetentionSettings,
+    pub collector: CollectorSettings,
     /// Where cold partitions are archived: `s3://bucket/prefix` (credentials
     /// and endpoint from the standard `AWS_*` variables) or `file:///path`.
     pub archive_url: String,
@@ -288,6 +312,7 @@ impl Default for Settings {
             producer: ProducerSettings::default(),
             partitions: PartitionSettings::default(),
             retention: RetentionSettings::default(),
+            collector: CollectorSettings::default(),
             archive_url: "file://./archive".to_owned(),
         }
     }

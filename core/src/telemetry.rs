@@ -38,8 +38,9 @@ pub fn init(format: LogFormat) {
 /// The process-wide Prometheus recorder that `/metrics` renders (every
 /// process serves one), installed by the first call; later calls (tests,
 /// `dev` running several components in one process) share it. Durations
-/// (`*_seconds`) are histograms with these buckets, so alert rules and
-/// dashboards can take quantiles across replicas. None only if some other
+/// (`*_seconds`) and batch sizes (`consumer_batch_events`) are histograms
+/// with buckets, so alert rules and dashboards can take quantiles across
+/// replicas. None only if some other
 /// recorder was installed first.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -52,6 +53,13 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("consumer_batch_events".to_owned()),
+                    &[
+                        1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                    ],
+                )
                 .ok()?
                 .install_recorder()
                 .ok()

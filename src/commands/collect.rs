@@ -23,12 +23,14 @@ pub(crate) struct Options {
     /// Redis shared by every collector replica for rate limits.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    /// Requests per second per key, for keys that set none.
-    #[arg(long, env = "COLLECT_REQUESTS_PER_SECOND", default_value_t = 100)]
-    requests_per_second: u32,
-    /// Events per second per key, for keys that set none.
-    #[arg(long, env = "COLLECT_EVENTS_PER_SECOND", default_value_t = 10_000)]
-    events_per_second: u32,
+    /// Requests per second per key, for keys that set none (default:
+    /// collector.requests_per_second of the profile).
+    #[arg(long, env = "COLLECT_REQUESTS_PER_SECOND")]
+    requests_per_second: Option<u32>,
+    /// Events per second per key, for keys that set none (default:
+    /// collector.events_per_second of the profile).
+    #[arg(long, env = "COLLECT_EVENTS_PER_SECOND")]
+    events_per_second: Option<u32>,
     /// Proxies whose X-Forwarded-For is believed, comma separated.
     #[arg(long, env = "COLLECT_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpAddr>,
@@ -41,29 +43,38 @@ pub(crate) struct Options {
     #[arg(long, env = "COLLECT_LINGER_MS", default_value_t = 1)]
     linger_ms: u64,
     /// Identical events (same user, type, entity) past this many within the
-    /// spam window are rejected as spam.
-    #[arg(long, env = "COLLECT_SPAM_THRESHOLD", default_value_t = 50)]
-    spam_threshold: u32,
-    /// The spam window, in milliseconds.
-    #[arg(long, env = "COLLECT_SPAM_WINDOW_MS", default_value_t = 10_000)]
-    spam_window_ms: u64,
+    /// spam window are rejected as spam (default: collector.spam_threshold).
+    #[arg(long, env = "COLLECT_SPAM_THRESHOLD")]
+    spam_threshold: Option<u32>,
+    /// The spam window, in milliseconds (default: collector.spam_window_ms).
+    #[arg(long, env = "COLLECT_SPAM_WINDOW_MS")]
+    spam_window_ms: Option<u64>,
 }
 
 impl Options {
     pub(crate) fn config(&self, listen: &str, settings: &Settings) -> CollectorConfig {
+        let profile = &settings.collector;
         CollectorConfig {
             listen: listen.to_owned(),
             database_url: settings.database_url.expose().to_owned(),
             redis_url: self.redis_url.clone(),
             default_limits: Limits {
-                requests_per_second: self.requests_per_second.max(1),
-                events_per_second: self.events_per_second.max(1),
+                requests_per_second: self
+                    .requests_per_second
+                    .unwrap_or(profile.requests_per_second)
+                    .max(1),
+                events_per_second: self
+                    .events_per_second
+                    .unwrap_or(profile.events_per_second)
+                    .max(1),
             },
             trusted_proxies: self.trusted_proxies.clone(),
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms.max(1)),
             linger: Duration::from_millis(self.linger_ms),
-            spam_threshold: self.spam_threshold,
-            spam_window: Duration::from_millis(self.spam_window_ms.max(1)),
+            spam_threshold: self.spam_threshold.unwrap_or(profile.spam_threshold),
+            spam_window: Duration::from_millis(
+                self.spam_window_ms.unwrap_or(profile.spam_window_ms).max(1),
+            ),
         }
     }
 }

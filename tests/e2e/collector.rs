@@ -630,6 +630,12 @@ async fn every_process_counts_a_real_run_on_its_metrics() {
         .filter(|l| l.starts_with("consumer_lag_messages{"))
         .collect();
     assert_eq!(lags.len(), 3, "one lag per partition: {consumer_metrics}");
+    // Batch sizes: a histogram whose observations sum to the events received.
+    assert_eq!(
+        sample(&consumer_metrics, "consumer_batch_events_sum "),
+        500.0,
+        "{consumer_metrics}"
+    );
     assert!(lags.iter().all(|l| l.ends_with(" 0")), "{lags:?}");
 
     // The API: a real request, then its counters.
