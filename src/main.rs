@@ -50,7 +50,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(commands::dlq::Command),
     /// Everything on one laptop: migrate, consume, optionally sample traffic; prints what it stored.
-    Dev(commands::dev::Args),
+    Dev(Box<commands::dev::Args>),
 }
 
 #[tokio::main]
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => commands::migrate::run(settings, args).await,
         Command::Consume(args) => commands::consume::run(settings, args).await,
         Command::Produce(args) => commands::produce::run(settings, args).await,
-        Command::Dev(args) => commands::dev::run(settings, args).await,
+        Command::Dev(args) => commands::dev::run(settings, *args).await,
         Command::Api(args) => commands::api::run(settings, args).await,
         Command::Collect(args) => commands::collect::run(settings, args).await,
         Command::Keys(command) => commands::keys::run(settings, command).await,
