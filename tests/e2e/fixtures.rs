@@ -377,6 +377,17 @@ impl ConsumerProcess {
     }
 }
 
+/// The value on the line of Prometheus text `metrics` that starts with
+/// `series` (name and labels, e.g. `x_total{kind="a"}`), or 0 if none.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The Prometheus text a process serves at `base` + `/metrics`.
 pub async fn metrics_text(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
