@@ -6,7 +6,8 @@
 //! - [`archive`]: cold partitions written to object storage as Parquet
 //!   ([`codec`], [`objects`]), read back and verified, then dropped.
 //! - [`restore`]: archived rows back into their partitions, deduplicated.
-//! - [`run`]: `activity retention run`, all of it in order, re-runnable.
+//! - [`run`], [`archive()`], [`restore()`]: the commands, each under the
+//!   retention lock; `run` does all of it in order, re-runnable.
 
 pub mod archive;
 pub mod codec;
@@ -19,9 +20,10 @@ use activity_core::config::Settings;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use archive::{archive_before, Archived, RetentionLock};
+pub use archive::Archived;
+use archive::{archive_before, RetentionLock};
 pub use objects::Archive;
-pub use restore::{restore, Restored};
+pub use restore::Restored;
 
 /// Why a lifecycle step failed. Nothing is dropped after an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +72,27 @@ pub struct RunSummary {
     pub archived: Vec<Archived>,
 }
 
-/// `activity retention run`: partitions ahead, tiers, then archives the cold
-/// partitions; under the retention lock, so a second run waits its turn by
-/// failing at once with [`RetentionError::Busy`].
-pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, RetentionError> {
+/// Connects, opens `ARCHIVE_URL` and runs `step` under the retention lock
+/// (one archive, restore or retention run at a time: a second fails at once
+/// with [`RetentionError::Busy`]).
+async fn locked<T, F, Fut>(settings: &Settings, step: F) -> Result<T, RetentionError>
+where
+    F: FnOnce(Store, Archive) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RetentionError>>,
+{
     let store = Store::connect(settings.database_url.expose(), 3)?;
-    let pool = store.pool().clone();
     let archive = Archive::open(&settings.archive_url)?;
-    let lock = RetentionLock::take(&pool).await?;
-    let result = async {
+    let lock = RetentionLock::take(store.pool()).await?;
+    let result = step(store, archive).await;
+    lock.release().await?;
+    result
+}
+
+/// `activity retention run`: partitions ahead, tiers, then archives the cold
+/// partitions (except months a restore holds back).
+pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, RetentionError> {
+    locked(settings, |store, archive| async move {
+        let pool = store.pool();
         let ensured = partitions::ensure_ahead(&store, now, settings.partitions.ahead).await?;
         let client = pool.get().await?;
         let policy = &settings.retention;
@@ -94,7 +108,7 @@ pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, 
             .collect::<Result<_, _>>()?;
         drop(client);
         let cold_before = partitions::cold_before(now, policy);
-        let archived = archive_before(&pool, &archive, policy, cold_before, &held).await?;
+        let archived = archive_before(pool, &archive, policy, cold_before, &held).await?;
         Ok(RunSummary {
             started_at: now,
             partitions_ensured: ensured.len(),
@@ -103,8 +117,30 @@ pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, 
             held,
             archived,
         })
-    }
-    .await;
-    lock.release().await?;
-    result
+    })
+    .await
+}
+
+/// `activity archive --before`: every partition wholly before `before`,
+/// whatever its tier or hold.
+pub async fn archive(
+    settings: &Settings,
+    before: DateTime<Utc>,
+) -> Result<Vec<Archived>, RetentionError> {
+    locked(settings, |store, archive| async move {
+        archive_before(store.pool(), &archive, &settings.retention, before, &[]).await
+    })
+    .await
+}
+
+/// `activity restore --from --to`.
+pub async fn restore(
+    settings: &Settings,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Restored, RetentionError> {
+    locked(settings, |store, archive| async move {
+        restore::restore(store.pool(), &archive, &settings.retention, from, to).await
+    })
+    .await
 }

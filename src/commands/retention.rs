@@ -2,9 +2,7 @@
 
 use std::time::Instant;
 
-use activity_consumer::Store;
 use activity_core::config::Settings;
-use activity_retention::{Archive, RetentionLock};
 use chrono::{DateTime, NaiveDate, Utc};
 
 #[derive(clap::Subcommand)]
@@ -68,37 +66,13 @@ pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<
 }
 
 pub(crate) async fn archive(settings: Settings, args: ArchiveArgs) -> anyhow::Result<()> {
-    let store = Store::connect(settings.database_url.expose(), 3)?;
-    let archive = Archive::open(&settings.archive_url)?;
-    let lock = RetentionLock::take(store.pool()).await?;
-    let result = activity_retention::archive_before(
-        store.pool(),
-        &archive,
-        &settings.retention,
-        args.before,
-        &[],
-    )
-    .await;
-    lock.release().await?;
-    let archived = result?;
+    let archived = activity_retention::archive(&settings, args.before).await?;
     println!("{}", serde_json::to_string_pretty(&archived)?);
     Ok(())
 }
 
 pub(crate) async fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<()> {
-    let store = Store::connect(settings.database_url.expose(), 2)?;
-    let archive = Archive::open(&settings.archive_url)?;
-    let lock = RetentionLock::take(store.pool()).await?;
-    let result = activity_retention::restore(
-        store.pool(),
-        &archive,
-        &settings.retention,
-        args.from,
-        args.to,
-    )
-    .await;
-    lock.release().await?;
-    let restored = result?;
+    let restored = activity_retention::restore(&settings, args.from, args.to).await?;
     println!("{}", serde_json::to_string_pretty(&restored)?);
     Ok(())
 }
