@@ -303,6 +303,9 @@ async fn ingest(
             .and_then(|value| value.to_str().ok()),
     };
     let mut rejected = Vec::new();
+    // Counted only once the request is answered 202, like the accepted
+    // ones: a request refused with 503 is retried and would count twice.
+    let mut rejected_kinds = Vec::new();
     let mut deliveries = Vec::with_capacity(events.len());
     for (index, raw) in events.into_iter().enumerate() {
         let sent =
@@ -324,7 +327,7 @@ async fn ingest(
                 )));
             }
             Err(Refusal(kind, error)) => {
-                metrics::rejected(kind);
+                rejected_kinds.push(kind);
                 rejected.push(Rejected { index, error });
             }
         }
@@ -339,6 +342,7 @@ async fn ingest(
         }
     }
     metrics::accepted(accepted);
+    rejected_kinds.into_iter().for_each(metrics::rejected);
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected })).into_response())
 }
 
