@@ -4,6 +4,9 @@ WITH gone_events AS (
     DELETE FROM rollup_events
     WHERE grain IN (15, 60, 360, 1440) AND bucket >= $1 AND bucket < $2
 ),
+gone_ranks AS (
+    DELETE FROM rollup_community_ranks WHERE bucket >= $1 AND bucket < $2
+),
 gone_users AS (
     DELETE FROM rollup_users WHERE bucket >= $1 AND bucket < $2
 ),

@@ -1,6 +1,7 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
 -- rows, quarter-day rows (grain 360) and day row, per event type and for
--- every type together ('*', rows only compaction writes), its users and
+-- every type together ('*', rows only compaction writes), each of those
+-- buckets' communities into rollup_community_ranks, its users and
 -- entities into their day rows (every type together: the top lists'
 -- candidates), and unmarks the day and its hours. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's
@@ -30,6 +31,14 @@ days AS (
     SELECT community_id, 1440, $1::timestamptz, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY GROUPING SETS ((community_id, event_type), (community_id))
+),
+community_ranks AS (
+    INSERT INTO rollup_community_ranks (grain, bucket, community_id, events)
+    SELECT g.grain, g.bucket, q.community_id, sum(q.events)
+    FROM quarters AS q
+    CROSS JOIN LATERAL (VALUES (60, q.hour), (360, q.quarter), (1440, $1::timestamptz)) AS g (grain, bucket)
+    WHERE q.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+    GROUP BY 1, 2, 3
 ),
 user_days AS (
     INSERT INTO rollup_user_days (community_id, day, user_id, events)

@@ -749,6 +749,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, bucket::text, entity_type || '/' || entity_id, events::text FROM rollup_entities ORDER BY 1, 2, 3",
             "SELECT community_id::text, day::text, user_id::text, events::text FROM rollup_user_days ORDER BY 1, 2, 3",
             "SELECT community_id::text, day::text, entity_type || '/' || entity_id, events::text FROM rollup_entity_days ORDER BY 1, 2, 3",
+            "SELECT community_id::text, grain || ' ' || bucket::text, 'rank', events::text FROM rollup_community_ranks ORDER BY 1, 2",
             "SELECT day::text, '', '', '' FROM rollup_dirty_days ORDER BY 1",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
@@ -765,10 +766,15 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
         kept.iter().any(|row| row.contains(" 1440 ")),
         "compacted days are in the snapshot"
     );
+    assert!(
+        kept.iter().any(|row| row.contains(" rank ")),
+        "community ranks are in the snapshot"
+    );
     client
         .batch_execute(
             "UPDATE rollup_events SET events = events + 5;
              UPDATE rollup_user_days SET events = events + 5;
+             DELETE FROM rollup_community_ranks WHERE grain = 360;
              DELETE FROM rollup_entity_days WHERE events = 1",
         )
         .await

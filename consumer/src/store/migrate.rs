@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_retention.sql",
         include_str!("../../../sql/migrations/0005_retention.sql"),
     ),
+    (
+        6,
+        "0006_community_ranks.sql",
+        include_str!("../../../sql/migrations/0006_community_ranks.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

@@ -56,7 +56,7 @@ impl Store {
         let tx = client.transaction().await?;
         tx.batch_execute(
             "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
-             rollup_entity_days, rollup_dirty_days, rollup_dirty_hours \
+             rollup_entity_days, rollup_community_ranks, rollup_dirty_days, rollup_dirty_hours \
              IN EXCLUSIVE MODE",
         )
         .await?;
@@ -202,7 +202,8 @@ async fn compact_hour(
     hour: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "DELETE FROM rollup_events WHERE grain = 60 AND bucket = $1",
+        "WITH ranks AS (DELETE FROM rollup_community_ranks WHERE grain = 60 AND bucket = $1)
+         DELETE FROM rollup_events WHERE grain = 60 AND bucket = $1",
         &[&hour],
     )
     .await?;

@@ -3,8 +3,9 @@
 -- explains the steps; here each list's first 2 × $5 are candidates, not
 -- 4 × $5: communities' sizes lie far apart, and every candidate costs a
 -- range read per tile). Counts of every type together: a 15-minute tile's
--- rows of every type (rest), an hour's or a whole clean day's '*' rows
--- (listed: each hour and each day its own list). Events without a community
+-- rows of every type (rest), an hour's, quarter-day's or whole clean day's
+-- '*' rows (listed: each its own list, read most active first from
+-- rollup_community_ranks, sql/migrations/0006_community_ranks.sql). Events without a community
 -- are not a community. For a caller limited to some communities ($3 not
 -- NULL) their counts are simply summed, as they are when the list is not
 -- proven. $4 is unused (every event type).
@@ -36,9 +37,8 @@ ranked AS MATERIALIZED (
     FROM listed AS l
     CROSS JOIN LATERAL (
         SELECT community_id, events, row_number() OVER (ORDER BY events DESC) AS place
-        FROM rollup_events
-        WHERE $3::uuid[] IS NULL AND grain = l.grain AND bucket = l.bucket AND event_type = '*'
-          AND community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+        FROM rollup_community_ranks
+        WHERE $3::uuid[] IS NULL AND grain = l.grain AND bucket = l.bucket
         ORDER BY events DESC
         LIMIT 2 * $5::bigint + 1
     ) AS d
