@@ -22,7 +22,8 @@ const STATEMENT_TIMEOUT: &str = "5s";
 /// times as much (measured: a 7-day hourly series 62 ms instead of 8 ms).
 const TOP_LIST_WORK_MEM: &str = "SET LOCAL work_mem = '32MB'";
 
-/// Gives the rest of `tx` the memory the top-list queries need.
+/// Gives the rest of `tx` the memory the top-list queries need: the
+/// endpoints run every other query before.
 pub async fn for_top_lists(tx: &Transaction<'_>) -> Result<(), ApiError> {
     tx.batch_execute(TOP_LIST_WORK_MEM).await?;
     Ok(())

@@ -180,6 +180,8 @@ pub async fn overview(
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
+    let active_users = active_users(&tx, &range, &communities).await?;
+    let events_by_type = by_type(&tx, &range, &communities).await?;
     for_top_lists(&tx).await?;
     let top_communities = timed(
         "top_communities",
@@ -203,8 +205,8 @@ pub async fn overview(
         freshness: freshness(&tx).await?,
         total_events: common.total_events,
         unique_users: common.unique_users,
-        active_users: active_users(&tx, &range, &communities).await?,
-        events_by_type: by_type(&tx, &range, &communities).await?,
+        active_users,
+        events_by_type,
         time_series: common.time_series,
         top_communities,
     }))
@@ -250,6 +252,8 @@ pub async fn community(
     };
     let none: Option<String> = None;
     let common = common(&tx, &range, &communities, &none).await?;
+    let active_users = active_users(&tx, &range, &communities).await?;
+    let events_by_type = by_type(&tx, &range, &communities).await?;
     for_top_lists(&tx).await?;
     let top_users = timed(
         "top_users",
@@ -290,8 +294,8 @@ pub async fn community(
         freshness: freshness(&tx).await?,
         total_events: common.total_events,
         unique_users: common.unique_users,
-        active_users: active_users(&tx, &range, &communities).await?,
-        events_by_type: by_type(&tx, &range, &communities).await?,
+        active_users,
+        events_by_type,
         time_series: common.time_series,
         top_users,
         top_entities,
