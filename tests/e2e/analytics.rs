@@ -1281,10 +1281,11 @@ async fn top_list(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     communities: Option<Vec<Uuid>>,
     limit: i64,
+    direct: bool,
 ) -> (Vec<(String, i64)>, bool) {
     let none: Option<String> = None;
     let rows = client
-        .query(sql, &[&from, &to, &communities, &none, &limit])
+        .query(sql, &[&from, &to, &communities, &none, &limit, &direct])
         .await
         .expect("top list");
     let list = rows
@@ -1399,15 +1400,18 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
                 .collect();
             for (community, limit, proven) in [(skewed, 5, true), (flat, 5, false)] {
                 let of = || inside.iter().filter(|e| e.community == Some(community));
-                let (list, was) =
-                    top_list(client, users_sql, range, Some(vec![community]), limit).await;
+                let scope = || Some(vec![community]);
+                let (list, was) = top_list(client, users_sql, range, scope(), limit, false).await;
                 let want = expected_top(of().filter_map(|e| e.user.map(|u| u.to_string())), 5);
                 assert_eq!(list, want, "top users of {community}");
                 if compacted || !proven {
                     assert_eq!(was, proven, "users of {community} proven");
                 }
+                // Summed at once (a range with few events): the same list.
+                let (list, was) = top_list(client, users_sql, range, scope(), limit, true).await;
+                assert_eq!((list, was), (want, false), "users of {community} summed");
                 let (list, was) =
-                    top_list(client, entities_sql, range, Some(vec![community]), limit).await;
+                    top_list(client, entities_sql, range, scope(), limit, false).await;
                 let want = expected_top(
                     of().filter_map(|e| e.entity.as_ref().map(|(t, i)| format!("{t}/{i}"))),
                     5,
@@ -1416,21 +1420,36 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
                 if compacted || !proven {
                     assert_eq!(was, proven, "entities of {community} proven");
                 }
+                let (list, was) = top_list(client, entities_sql, range, scope(), limit, true).await;
+                assert_eq!((list, was), (want, false), "entities of {community} summed");
             }
             let all = || {
                 inside
                     .iter()
                     .filter_map(|e| e.community.map(|c| c.to_string()))
             };
-            let (list, was) = top_list(client, communities_sql, range, None, 3).await;
+            let (list, was) = top_list(client, communities_sql, range, None, 3, false).await;
             assert_eq!(list, expected_top(all(), 3), "top communities");
             if compacted {
                 assert!(was, "top communities proven");
             }
+            let (list, was) = top_list(client, communities_sql, range, None, 3, true).await;
+            assert_eq!(
+                (list, was),
+                (expected_top(all(), 3), false),
+                "top communities summed"
+            );
             // A caller limited to some communities: their counts, summed.
             let scope = vec![flat, small[0], small[1]];
-            let (list, was) =
-                top_list(client, communities_sql, range, Some(scope.clone()), 2).await;
+            let (list, was) = top_list(
+                client,
+                communities_sql,
+                range,
+                Some(scope.clone()),
+                2,
+                false,
+            )
+            .await;
             let scoped = all().filter(|c| scope.iter().any(|s| s.to_string() == *c));
             assert_eq!(list, expected_top(scoped, 2), "top of some communities");
             assert!(!was, "a scoped list is summed");

@@ -8,7 +8,8 @@
 -- rollup_community_ranks, sql/migrations/0006_community_ranks.sql). Events without a community
 -- are not a community. For a caller limited to some communities ($3 not
 -- NULL) their counts are simply summed, as they are when the list is not
--- proven. $4 is unused (every event type).
+-- proven or $6 is true (few events: see top_users.sql). $4 is unused (every
+-- event type).
 WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
@@ -73,7 +74,7 @@ pruned AS MATERIALIZED (
     LIMIT $5::bigint
 ),
 proof AS MATERIALIZED (
-    SELECT $3::uuid[] IS NULL
+    SELECT $3::uuid[] IS NULL AND NOT $6::boolean
            AND ((SELECT most FROM bound) = 0
                 OR ((SELECT count(*) FROM pruned) = $5::bigint
                     AND (SELECT min(events) FROM pruned) > (SELECT most FROM bound))) AS proven
