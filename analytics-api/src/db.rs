@@ -1,9 +1,11 @@
-//! Every query runs in a read-only transaction scoped to its caller: the
+//! Every query of a request runs in one read-only, repeatable-read
+//! transaction (one snapshot) scoped to its caller: the
 //! caller's communities (or user) are set for the row-level security
 //! policies, the role is switched to `activity_api` (subject to them), and
 //! the session time zone is the requested one.
 
 use deadpool_postgres::{Object, Transaction};
+use tokio_postgres::IsolationLevel;
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -34,7 +36,15 @@ pub async fn scoped<'a>(
     caller: &Caller,
     tz: &str,
 ) -> Result<Transaction<'a>, ApiError> {
-    let tx = client.build_transaction().read_only(true).start().await?;
+    // One snapshot for every query of a response, so that its parts (totals,
+    // series, events by type, top lists) count the same events while the
+    // consumer keeps committing.
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let all = if caller.role == Role::Admin {
         "on"
     } else {

@@ -1247,7 +1247,9 @@ async fn compaction_beside_writers_loses_nothing() {
         client
             .query(
                 "SELECT community_id::text || ' ' || grain || ' ' || bucket::text || ' ' || event_type \
-                 || ' ' || events || ' ' || coalesce(users::text, '-') FROM rollup_events ORDER BY 1",
+                 || ' ' || events || ' ' || coalesce(users::text, '-') FROM rollup_events \
+                 UNION ALL SELECT 'rank ' || community_id::text || ' ' || grain || ' ' || bucket::text \
+                 || ' ' || events FROM rollup_community_ranks ORDER BY 1",
                 &[],
             )
             .await
@@ -1261,6 +1263,10 @@ async fn compaction_beside_writers_loses_nothing() {
         compacted.iter().any(|row| row.contains(" 1440 ")),
         "the days were compacted"
     );
+    assert!(
+        compacted.iter().any(|row| row.starts_with("rank ")),
+        "and their communities ranked"
+    );
     let rebuilt = store
         .rebuild_rollups(days[0], days[1] + TimeDelta::days(1))
         .await
@@ -1270,6 +1276,94 @@ async fn compaction_beside_writers_loses_nothing() {
         snapshot().await,
         compacted,
         "compacted while written = rebuilt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_one_snapshot_while_events_stream_in() {
+    // Writers keep storing events into the range while the overview and a
+    // community are read: each response's parts (totals, series, events by
+    // type, top communities) must count the same events, i.e. come from one
+    // snapshot, not from a moment each.
+    let w = world(23, 300).await;
+    let store = Store::connect(&w.db.url, 3).expect("store");
+    let writing = CancellationToken::new();
+    let first = utc("2026-06-01T00:00:00Z");
+    let writers: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let (store, writing) = (store.clone(), writing.clone());
+            let communities = w.communities.clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut batches = 0;
+                while !writing.is_cancelled() {
+                    let batch: Vec<ActivityEvent> = (0..20)
+                        .map(|_| {
+                            NewEvent::new(TYPES[rng.gen_range(0..TYPES.len())])
+                                .created_at(
+                                    first + TimeDelta::seconds(rng.gen_range(0..3 * 86_400)),
+                                )
+                                .community(communities[rng.gen_range(0..communities.len())])
+                                .user(Uuid::from_u128(rng.gen_range(1..50)))
+                                .validate(Utc::now())
+                                .expect("valid event")
+                        })
+                        .collect();
+                    store.insert_batch(&batch).await.expect("insert");
+                    batches += 1;
+                }
+                batches
+            })
+        })
+        .collect();
+    let admin = w.admin();
+    let q = "from=2026-06-01T00:00:00Z&to=2026-06-04T00:00:00Z&interval=hour&tz=Asia/Kolkata";
+    let sum = |body: &Value, list: &str| -> i64 {
+        body[list]
+            .as_array()
+            .expect(list)
+            .iter()
+            .map(|item| item["events"].as_i64().expect("events"))
+            .sum()
+    };
+    let mut grew = Vec::new();
+    for round in 0..40 {
+        let body = if round % 2 == 0 {
+            w.ok(&admin, &format!("/api/v1/analytics/overview?{q}&limit=100"))
+                .await
+        } else {
+            let id = w.communities[0];
+            w.ok(&admin, &format!("/api/v1/analytics/community/{id}?{q}"))
+                .await
+        };
+        let total = body["total_events"].as_i64().expect("total");
+        assert_eq!(sum(&body, "time_series"), total, "series vs total: {round}");
+        assert_eq!(
+            sum(&body, "events_by_type"),
+            total,
+            "by type vs total: {round}"
+        );
+        if round % 2 == 0 {
+            assert_eq!(
+                sum(&body, "top_communities"),
+                total,
+                "top vs total: {round}"
+            );
+            grew.push(total);
+        }
+    }
+    writing.cancel();
+    let mut batches = 0;
+    for writer in writers {
+        batches += writer.await.expect("writer");
+    }
+    assert!(
+        batches > 40,
+        "events streamed in while reading ({batches} batches)"
+    );
+    assert!(
+        grew.first() < grew.last(),
+        "the answers saw new events arrive: {grew:?}"
     );
 }
 
