@@ -750,6 +750,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, day::text, user_id::text, events::text FROM rollup_user_days ORDER BY 1, 2, 3",
             "SELECT community_id::text, day::text, entity_type || '/' || entity_id, events::text FROM rollup_entity_days ORDER BY 1, 2, 3",
             "SELECT community_id::text, grain || ' ' || bucket::text, 'rank', events::text FROM rollup_community_ranks ORDER BY 1, 2",
+            "SELECT community_id::text, week::text, 'week ' || user_id::text, events::text FROM rollup_user_weeks ORDER BY 1, 2, 3",
             "SELECT day::text, '', '', '' FROM rollup_dirty_days ORDER BY 1",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
@@ -770,11 +771,16 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
         kept.iter().any(|row| row.contains(" rank ")),
         "community ranks are in the snapshot"
     );
+    assert!(
+        kept.iter().any(|row| row.contains(" week ")),
+        "user weeks are in the snapshot"
+    );
     client
         .batch_execute(
             "UPDATE rollup_events SET events = events + 5;
              UPDATE rollup_user_days SET events = events + 5;
              DELETE FROM rollup_community_ranks WHERE grain = 360;
+             UPDATE rollup_user_weeks SET events = events * 2;
              DELETE FROM rollup_entity_days WHERE events = 1",
         )
         .await
@@ -1249,7 +1255,9 @@ async fn compaction_beside_writers_loses_nothing() {
                 "SELECT community_id::text || ' ' || grain || ' ' || bucket::text || ' ' || event_type \
                  || ' ' || events || ' ' || coalesce(users::text, '-') FROM rollup_events \
                  UNION ALL SELECT 'rank ' || community_id::text || ' ' || grain || ' ' || bucket::text \
-                 || ' ' || events FROM rollup_community_ranks ORDER BY 1",
+                 || ' ' || events FROM rollup_community_ranks \
+                 UNION ALL SELECT 'week ' || community_id::text || ' ' || week::text || ' ' \
+                 || user_id::text || ' ' || events FROM rollup_user_weeks ORDER BY 1",
                 &[],
             )
             .await
@@ -1266,6 +1274,10 @@ async fn compaction_beside_writers_loses_nothing() {
     assert!(
         compacted.iter().any(|row| row.starts_with("rank ")),
         "and their communities ranked"
+    );
+    assert!(
+        compacted.iter().any(|row| row.starts_with("week ")),
+        "and their week's users summed"
     );
     let rebuilt = store
         .rebuild_rollups(days[0], days[1] + TimeDelta::days(1))

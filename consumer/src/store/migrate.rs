@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_community_ranks.sql",
         include_str!("../../../sql/migrations/0006_community_ranks.sql"),
     ),
+    (
+        7,
+        "0007_user_weeks.sql",
+        include_str!("../../../sql/migrations/0007_user_weeks.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

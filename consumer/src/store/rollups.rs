@@ -30,6 +30,9 @@ pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 /// hour of today, exclusively.
 pub(super) const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 pub(super) const HOUR_LOCK_NAMESPACE: i32 = 1_633_907_831;
+/// The namespace of the weeks' locks: a compactor holds its day's week
+/// while it sums the week's user rows again (only compactors take it).
+const WEEK_LOCK_NAMESPACE: i32 = 1_633_907_832;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +59,7 @@ impl Store {
         let tx = client.transaction().await?;
         tx.batch_execute(
             "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
-             rollup_entity_days, rollup_community_ranks, rollup_dirty_days, rollup_dirty_hours \
+             rollup_entity_days, rollup_community_ranks, rollup_user_weeks, rollup_dirty_days, rollup_dirty_hours \
              IN EXCLUSIVE MODE",
         )
         .await?;
@@ -228,6 +231,23 @@ async fn compact_day(
     .await?;
     tx.query_one(
         include_str!("../../../sql/queries/rollups_compact_day.sql"),
+        &[&day],
+    )
+    .await?;
+    // The week's user rows, summed again from its day rows (one compactor
+    // at a time per week: two would insert the same rows).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, floor(extract(epoch FROM activity_week($2)) / 604800)::integer)",
+        &[&WEEK_LOCK_NAMESPACE, &day],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM rollup_user_weeks WHERE week = activity_week($1)",
+        &[&day],
+    )
+    .await?;
+    tx.query_one(
+        include_str!("../../../sql/queries/rollups_compact_week.sql"),
         &[&day],
     )
     .await?;

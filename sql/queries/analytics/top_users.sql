@@ -1,11 +1,16 @@
 -- The most active users of the communities $3 ($5: how many), exactly,
 -- without summing every user's counts when it need not: the threshold rule
--- of sql/migrations/0003_top_lists.sql. One statement (one snapshot):
---   rest       every user's exact count outside the range's whole clean UTC
---              days (its ends, dirty days), from the 15-minute rows;
---   ranked     each whole day's 4 × $5 + 1 most active users (index order);
---   candidates each day's first 4 × $5, and the first 4 × $5 of rest;
---   bound      the most anyone else can have: the sum of each day's
+-- of sql/migrations/0003_top_lists.sql, over week lists where it can
+-- (sql/migrations/0007_user_weeks.sql). One statement (one snapshot):
+--   weeks      the weeks (Monday 00:00 UTC) whose 7 days are whole clean
+--              days of the range: read from their week rows;
+--   days       the other whole clean days: read from their day rows;
+--   rest       every user's exact count outside the whole clean days (the
+--              range's ends, dirty days), from the 15-minute rows;
+--   ranked     each week's and day's 4 × $5 + 1 most active users (index
+--              order);
+--   candidates each list's first 4 × $5, and the first 4 × $5 of rest;
+--   bound      the most anyone else can have: the sum of each list's
 --              (4 × $5 + 1)-th count and rest's;
 --   pruned     the candidates' exact totals, ranked; proven when the last
 --              of them has more than bound (or no one else has any event).
@@ -13,12 +18,20 @@
 -- then: the one-time filter on `proven` keeps PostgreSQL from reading them
 -- otherwise. $6: sum every count at once, without trying the rule (the
 -- API passes true when the range holds few events: summing them costs less
--- than reading each day's list; analytics-api/src/routes.rs). $4 is unused (the day rows are every type together).
+-- than reading each list; analytics-api/src/routes.rs). $4 is unused (day
+-- and week rows are every type together).
 WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
-days AS MATERIALIZED (
-    SELECT coalesce(array_agg(tile_from), '{}') AS days FROM tiles WHERE grain = 1440
+whole_weeks AS MATERIALIZED (
+    SELECT activity_week(tile_from) AS week FROM tiles WHERE grain = 1440
+    GROUP BY 1 HAVING count(*) = 7
+),
+lists AS MATERIALIZED (
+    SELECT coalesce((SELECT array_agg(week) FROM whole_weeks), '{}') AS weeks,
+           coalesce((SELECT array_agg(tile_from) FROM tiles
+                     WHERE grain = 1440
+                       AND activity_week(tile_from) NOT IN (SELECT week FROM whole_weeks)), '{}') AS days
 ),
 rest AS MATERIALIZED (
     SELECT r.user_id, sum(r.events)::bigint AS events
@@ -34,15 +47,28 @@ rest AS MATERIALIZED (
 ),
 ranked AS MATERIALIZED (
     SELECT d.user_id, d.events, d.place
-    FROM tiles AS t
+    FROM lists AS l
+    CROSS JOIN unnest(l.days) AS k (day)
     CROSS JOIN unnest($3::uuid[]) AS c (id)
     CROSS JOIN LATERAL (
         SELECT user_id, events, row_number() OVER (ORDER BY events DESC) AS place
         FROM rollup_user_days
-        WHERE t.grain = 1440 AND community_id = c.id AND day = t.tile_from
+        WHERE community_id = c.id AND day = k.day
         ORDER BY events DESC
         LIMIT 4 * $5::bigint + 1
     ) AS d
+    UNION ALL
+    SELECT w.user_id, w.events, w.place
+    FROM lists AS l
+    CROSS JOIN unnest(l.weeks) AS k (week)
+    CROSS JOIN unnest($3::uuid[]) AS c (id)
+    CROSS JOIN LATERAL (
+        SELECT user_id, events, row_number() OVER (ORDER BY events DESC) AS place
+        FROM rollup_user_weeks
+        WHERE community_id = c.id AND week = k.week
+        ORDER BY events DESC
+        LIMIT 4 * $5::bigint + 1
+    ) AS w
 ),
 candidates AS (
     SELECT user_id FROM ranked WHERE place <= 4 * $5::bigint
@@ -59,8 +85,12 @@ pruned AS MATERIALIZED (
         SELECT user_id, events FROM rest
         WHERE user_id IN (SELECT user_id FROM candidates)
         UNION ALL
-        SELECT u.user_id, u.events FROM rollup_user_days AS u, days
-        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+        SELECT u.user_id, u.events FROM rollup_user_days AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (l.days)
+          AND u.user_id IN (SELECT user_id FROM candidates)
+        UNION ALL
+        SELECT u.user_id, u.events FROM rollup_user_weeks AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.week = ANY (l.weeks)
           AND u.user_id IN (SELECT user_id FROM candidates)
     ) AS x
     GROUP BY x.user_id
@@ -78,8 +108,11 @@ everyone AS (
     FROM (
         SELECT user_id, events FROM rest
         UNION ALL
-        SELECT u.user_id, u.events FROM rollup_user_days AS u, days
-        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+        SELECT u.user_id, u.events FROM rollup_user_days AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (l.days)
+        UNION ALL
+        SELECT u.user_id, u.events FROM rollup_user_weeks AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.week = ANY (l.weeks)
     ) AS x
     WHERE NOT (SELECT proven FROM proof)
     GROUP BY x.user_id
