@@ -2,7 +2,7 @@
 -- rows, quarter-day rows (grain 360) and day row, per event type and for
 -- every type together ('*', rows only compaction writes), each of those
 -- buckets' communities into rollup_community_ranks, its users and
--- entities into their day rows (every type together: the top lists'
+-- entities into their day rows (and the users into their week's rows) (every type together: the top lists'
 -- candidates), and unmarks the day and its hours. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's
 -- lock exclusively (or every rollup table's). Returns the 15-minute rows
@@ -40,12 +40,22 @@ community_ranks AS (
     WHERE q.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
     GROUP BY 1, 2, 3
 ),
-user_days AS (
-    INSERT INTO rollup_user_days (community_id, day, user_id, events)
-    SELECT community_id, $1::timestamptz, user_id, sum(events)
+day_users AS MATERIALIZED (
+    SELECT community_id, user_id, sum(events) AS events
     FROM rollup_users
     WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
     GROUP BY community_id, user_id
+),
+user_days AS (
+    INSERT INTO rollup_user_days (community_id, day, user_id, events)
+    SELECT community_id, $1::timestamptz, user_id, events FROM day_users
+),
+-- Added to the week's rows (rollups_uncompact_day.sql took the day's old
+-- rows out of them).
+user_weeks AS (
+    INSERT INTO rollup_user_weeks AS w (community_id, week, user_id, events)
+    SELECT community_id, activity_week($1::timestamptz), user_id, events FROM day_users
+    ON CONFLICT (community_id, user_id, week) DO UPDATE SET events = w.events + excluded.events
 ),
 -- From the raw rows (the day's partition, by created_at): an index on
 -- rollup_entities' bucket would cost every batch more than this costs once.

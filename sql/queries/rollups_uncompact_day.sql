@@ -1,6 +1,7 @@
 -- Removes the rows compaction wrote for the UTC day $1 (hour, quarter-day and day rows of
--- rollup_events and rollup_community_ranks, day rows of users and entities), before
--- rollups_compact_day.sql sums them anew.
+-- rollup_events and rollup_community_ranks, day rows of users and entities), and
+-- takes the day's user rows out of their week's (sql/migrations/0007), before
+-- rollups_compact_day.sql sums them anew (the week's lock held: rollups.rs).
 WITH events AS (
     DELETE FROM rollup_events
     WHERE grain IN (60, 360, 1440) AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
@@ -8,6 +9,13 @@ WITH events AS (
 ranks AS (
     DELETE FROM rollup_community_ranks
     WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+),
+-- Reads the day rows as they were before this statement deletes them.
+weeks AS (
+    UPDATE rollup_user_weeks AS w SET events = w.events - d.events
+    FROM rollup_user_days AS d
+    WHERE d.day = $1::timestamptz AND w.community_id = d.community_id
+      AND w.user_id = d.user_id AND w.week = activity_week($1::timestamptz)
 ),
 users AS (
     DELETE FROM rollup_user_days WHERE day = $1::timestamptz

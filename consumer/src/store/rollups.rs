@@ -31,7 +31,7 @@ pub const BUCKET: TimeDelta = TimeDelta::minutes(15);
 pub(super) const DAY_LOCK_NAMESPACE: i32 = 1_633_907_830;
 pub(super) const HOUR_LOCK_NAMESPACE: i32 = 1_633_907_831;
 /// The namespace of the weeks' locks: a compactor holds its day's week
-/// while it sums the week's user rows again (only compactors take it).
+/// while it changes the week's user rows (only compactors take it).
 const WEEK_LOCK_NAMESPACE: i32 = 1_633_907_832;
 
 /// What a rebuild did.
@@ -98,10 +98,20 @@ impl Store {
         let mut day = from
             .duration_trunc(TimeDelta::days(1))
             .map_err(StoreError::config)?;
+        let first = day;
         while day < to {
             compact_day(&tx, day).await?;
             day += TimeDelta::days(1);
         }
+        // Every week touched, summed again from its day rows (the
+        // compaction above only added to them).
+        let mut day = first;
+        while day < to {
+            sum_week(&tx, day).await?;
+            day += TimeDelta::days(7);
+        }
+        let last = to - TimeDelta::microseconds(1);
+        sum_week(&tx, last).await?;
         tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }
@@ -224,6 +234,13 @@ async fn compact_day(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // Compactors of two days of one week take turns: both change the
+    // week's user rows, row by row, and would otherwise deadlock.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, floor(extract(epoch FROM activity_week($2)) / 604800)::integer)",
+        &[&WEEK_LOCK_NAMESPACE, &day],
+    )
+    .await?;
     tx.execute(
         include_str!("../../../sql/queries/rollups_uncompact_day.sql"),
         &[&day],
@@ -234,20 +251,22 @@ async fn compact_day(
         &[&day],
     )
     .await?;
-    // The week's user rows, summed again from its day rows (one compactor
-    // at a time per week: two would insert the same rows).
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, floor(extract(epoch FROM activity_week($2)) / 604800)::integer)",
-        &[&WEEK_LOCK_NAMESPACE, &day],
-    )
-    .await?;
+    Ok(())
+}
+
+/// Replaces the user rows of the week holding `day` with the sums of its
+/// day rows: a rebuild's repair of the weeks it touched.
+async fn sum_week(
+    tx: &tokio_postgres::Transaction<'_>,
+    day: DateTime<Utc>,
+) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM rollup_user_weeks WHERE week = activity_week($1)",
         &[&day],
     )
     .await?;
     tx.query_one(
-        include_str!("../../../sql/queries/rollups_compact_week.sql"),
+        include_str!("../../../sql/queries/rollups_sum_week.sql"),
         &[&day],
     )
     .await?;

@@ -1,8 +1,8 @@
 -- Sums the user day rows of the week (Monday 00:00 UTC) that holds the UTC
--- day $1 into its week rows (sql/migrations/0007_user_weeks.sql). Run by
--- rollups.rs right after rollups_compact_day.sql, in the same transaction,
--- holding the week's lock (compactors of two days of one week take turns),
--- after deleting the week's rows. Returns the day rows read.
+-- day $1 into its week rows (sql/migrations/0007_user_weeks.sql), after
+-- rollups.rs deleted them: what a rebuild does for every week it touched,
+-- after compacting its days (the compactor adds and takes out day rows
+-- instead, which does not repair a damaged week). Returns the day rows read.
 WITH days AS (
     SELECT community_id, user_id, events
     FROM rollup_user_days
