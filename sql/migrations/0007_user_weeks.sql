@@ -11,12 +11,16 @@
 -- seventh as many lists, and the sum is much smaller.
 --
 -- Weeks start on Mondays, 00:00 UTC (activity_week()). A week's row of a
--- user is the sum of the user's day rows of that week: whenever the
--- compactor writes a day's rows it sums its week again from the day rows
--- (rollups_compact_week.sql, same transaction, one compactor per week at a
--- time), so a rebuild repairs weeks as it repairs days. A query reads a
--- week's list only when the range covers the week whole and none of its
--- days is dirty, so the week row is the sum of current day rows.
+-- user is the sum of the user's day rows of that week: when the compactor
+-- replaces a day's rows it takes the old ones out of the week's rows
+-- (rollups_uncompact_day.sql) and adds the new ones (rollups_compact_day.sql),
+-- in the same transaction, holding the week's lock (rollups.rs); a rebuild
+-- sums every week it touched again from the day rows
+-- (rollups_sum_week.sql), repairing them. A query reads a week's list only
+-- when the range covers the week whole and none of its days is dirty, so
+-- the week row is the sum of current day rows. Costs measured at 10M
+-- events: 209 MB per million events; a day's first compaction 0.8 s more
+-- (10.2 to 11.0 s), a day compacted again after late events about 8 s more.
 CREATE FUNCTION activity_week(at TIMESTAMPTZ) RETURNS TIMESTAMPTZ
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT date_bin('7 days', at, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$;
