@@ -2,7 +2,7 @@
 -- rows, quarter-day rows (grain 360) and day row, per event type and for
 -- every type together ('*', rows only compaction writes), each of those
 -- buckets' communities into rollup_community_ranks, its users and
--- entities into their day rows (and the users into their week's rows) (every type together: the top lists'
+-- entities into their day rows (and into their week's rows) (every type together: the top lists'
 -- candidates), and unmarks the day and its hours. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's
 -- lock exclusively (or every rollup table's). Returns the 15-minute rows
@@ -59,14 +59,22 @@ user_weeks AS (
 ),
 -- From the raw rows (the day's partition, by created_at): an index on
 -- rollup_entities' bucket would cost every batch more than this costs once.
-entity_days AS (
-    INSERT INTO rollup_entity_days (community_id, day, entity_type, entity_id, events)
-    SELECT coalesce(community_id, '00000000-0000-0000-0000-000000000000'::uuid), $1::timestamptz,
-           entity_type, entity_id, count(*)
+day_entities AS MATERIALIZED (
+    SELECT coalesce(community_id, '00000000-0000-0000-0000-000000000000'::uuid) AS community_id,
+           entity_type, entity_id, count(*) AS events
     FROM activities
     WHERE created_at >= $1::timestamptz AND created_at < $1::timestamptz + interval '24 hours'
       AND entity_type IS NOT NULL AND entity_id IS NOT NULL
-    GROUP BY 1, 3, 4
+    GROUP BY 1, 2, 3
+),
+entity_days AS (
+    INSERT INTO rollup_entity_days (community_id, day, entity_type, entity_id, events)
+    SELECT community_id, $1::timestamptz, entity_type, entity_id, events FROM day_entities
+),
+entity_weeks AS (
+    INSERT INTO rollup_entity_weeks AS w (community_id, week, entity_type, entity_id, events)
+    SELECT community_id, activity_week($1::timestamptz), entity_type, entity_id, events FROM day_entities
+    ON CONFLICT (community_id, entity_type, entity_id, week) DO UPDATE SET events = w.events + excluded.events
 ),
 unmarked AS (
     DELETE FROM rollup_dirty_days WHERE day = $1::timestamptz

@@ -1,6 +1,6 @@
 -- Removes the rows compaction wrote for the UTC day $1 (hour, quarter-day and day rows of
 -- rollup_events and rollup_community_ranks, day rows of users and entities), and
--- takes the day's user rows out of their week's (sql/migrations/0007), before
+-- takes the day's user and entity rows out of their week's (sql/migrations/0007), before
 -- rollups_compact_day.sql sums them anew (the week's lock held: rollups.rs).
 WITH events AS (
     DELETE FROM rollup_events
@@ -16,6 +16,13 @@ weeks AS (
     FROM rollup_user_days AS d
     WHERE d.day = $1::timestamptz AND w.community_id = d.community_id
       AND w.user_id = d.user_id AND w.week = activity_week($1::timestamptz)
+),
+entity_weeks AS (
+    UPDATE rollup_entity_weeks AS w SET events = w.events - d.events
+    FROM rollup_entity_days AS d
+    WHERE d.day = $1::timestamptz AND w.community_id = d.community_id
+      AND w.entity_type = d.entity_type AND w.entity_id = d.entity_id
+      AND w.week = activity_week($1::timestamptz)
 ),
 users AS (
     DELETE FROM rollup_user_days WHERE day = $1::timestamptz

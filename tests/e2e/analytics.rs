@@ -751,6 +751,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "SELECT community_id::text, day::text, entity_type || '/' || entity_id, events::text FROM rollup_entity_days ORDER BY 1, 2, 3",
             "SELECT community_id::text, grain || ' ' || bucket::text, 'rank', events::text FROM rollup_community_ranks ORDER BY 1, 2",
             "SELECT community_id::text, week::text, 'week ' || user_id::text, events::text FROM rollup_user_weeks ORDER BY 1, 2, 3",
+            "SELECT community_id::text, week::text, 'week ' || entity_type || '/' || entity_id, events::text FROM rollup_entity_weeks ORDER BY 1, 2, 3",
             "SELECT day::text, '', '', '' FROM rollup_dirty_days ORDER BY 1",
         ] {
             for row in client.query(sql, &[]).await.expect(sql) {
@@ -781,6 +782,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
              UPDATE rollup_user_days SET events = events + 5;
              DELETE FROM rollup_community_ranks WHERE grain = 360;
              UPDATE rollup_user_weeks SET events = events * 2;
+             DELETE FROM rollup_entity_weeks WHERE events = 1;
              DELETE FROM rollup_entity_days WHERE events = 1",
         )
         .await
@@ -1203,6 +1205,7 @@ async fn compaction_beside_writers_loses_nothing() {
                                 .created_at(day + TimeDelta::seconds(rng.gen_range(0..86_400)))
                                 .community(Uuid::from_u128(rng.gen_range(1..4)))
                                 .user(Uuid::from_u128(rng.gen_range(1..400)))
+                                .entity("repository", format!("r{}", rng.gen_range(0..30)))
                                 .validate(Utc::now())
                                 .expect("valid event")
                         })
@@ -1257,7 +1260,9 @@ async fn compaction_beside_writers_loses_nothing() {
                  UNION ALL SELECT 'rank ' || community_id::text || ' ' || grain || ' ' || bucket::text \
                  || ' ' || events FROM rollup_community_ranks \
                  UNION ALL SELECT 'week ' || community_id::text || ' ' || week::text || ' ' \
-                 || user_id::text || ' ' || events FROM rollup_user_weeks ORDER BY 1",
+                 || user_id::text || ' ' || events FROM rollup_user_weeks \
+                 UNION ALL SELECT 'week ' || community_id::text || ' ' || week::text || ' ' \
+                 || entity_type || '/' || entity_id || ' ' || events FROM rollup_entity_weeks ORDER BY 1",
                 &[],
             )
             .await
@@ -1276,8 +1281,16 @@ async fn compaction_beside_writers_loses_nothing() {
         "and their communities ranked"
     );
     assert!(
-        compacted.iter().any(|row| row.starts_with("week ")),
+        compacted
+            .iter()
+            .any(|row| row.starts_with("week ") && !row.contains("/r")),
         "and their week's users summed"
+    );
+    assert!(
+        compacted
+            .iter()
+            .any(|row| row.starts_with("week ") && row.contains("/r")),
+        "and their week's entities"
     );
     let rebuilt = store
         .rebuild_rollups(days[0], days[1] + TimeDelta::days(1))

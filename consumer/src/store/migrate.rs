@@ -43,8 +43,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         7,
-        "0007_user_weeks.sql",
-        include_str!("../../../sql/migrations/0007_user_weeks.sql"),
+        "0007_week_lists.sql",
+        include_str!("../../../sql/migrations/0007_week_lists.sql"),
     ),
 ];
 

@@ -59,7 +59,7 @@ impl Store {
         let tx = client.transaction().await?;
         tx.batch_execute(
             "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
-             rollup_entity_days, rollup_community_ranks, rollup_user_weeks, rollup_dirty_days, rollup_dirty_hours \
+             rollup_entity_days, rollup_community_ranks, rollup_user_weeks, rollup_entity_weeks, rollup_dirty_days, rollup_dirty_hours \
              IN EXCLUSIVE MODE",
         )
         .await?;
@@ -254,14 +254,15 @@ async fn compact_day(
     Ok(())
 }
 
-/// Replaces the user rows of the week holding `day` with the sums of its
+/// Replaces the user and entity rows of the week holding `day` with the sums of its
 /// day rows: a rebuild's repair of the weeks it touched.
 async fn sum_week(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "DELETE FROM rollup_user_weeks WHERE week = activity_week($1)",
+        "WITH entities AS (DELETE FROM rollup_entity_weeks WHERE week = activity_week($1))
+         DELETE FROM rollup_user_weeks WHERE week = activity_week($1)",
         &[&day],
     )
     .await?;

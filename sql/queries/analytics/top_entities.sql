@@ -1,24 +1,21 @@
--- The entities with the most events in the communities $3 ($5: how many), exactly,
--- without summing every entity's counts when it need not: the threshold rule
--- of sql/migrations/0003_top_lists.sql. One statement (one snapshot):
---   rest       every entity's exact count outside the range's whole clean UTC
---              days (its ends, dirty days), from the 15-minute rows;
---   ranked     each whole day's 4 × $5 + 1 entities with the most events (index order);
---   candidates each day's first 4 × $5, and the first 4 × $5 of rest;
---   bound      the most anyone else can have: the sum of each day's
---              (4 × $5 + 1)-th count and rest's;
---   pruned     the candidates' exact totals, ranked; proven when the last
---              of them has more than bound (or no other entity has any event).
--- When it is not proven, every entity's counts are summed (everyone), and only
--- then: the one-time filter on `proven` keeps PostgreSQL from reading them
--- otherwise. $6: sum every count at once, without trying the rule (the
--- API passes true when the range holds few events: summing them costs less
--- than reading each day's list; analytics-api/src/routes.rs). $4 is unused (entity rows are not kept per event type).
+-- The entities with the most events in the communities $3 ($5: how many),
+-- exactly, without summing every entity's counts when it need not: the
+-- threshold rule of sql/migrations/0003_top_lists.sql, over week lists
+-- where it can (0007_week_lists.sql), as top_users.sql does (its comment
+-- explains the steps). $6: sum every count at once (few events). $4 is
+-- unused (entity rows are not kept per event type).
 WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
-days AS MATERIALIZED (
-    SELECT coalesce(array_agg(tile_from), '{}') AS days FROM tiles WHERE grain = 1440
+whole_weeks AS MATERIALIZED (
+    SELECT activity_week(tile_from) AS week FROM tiles WHERE grain = 1440
+    GROUP BY 1 HAVING count(*) = 7
+),
+lists AS MATERIALIZED (
+    SELECT coalesce((SELECT array_agg(week) FROM whole_weeks), '{}') AS weeks,
+           coalesce((SELECT array_agg(tile_from) FROM tiles
+                     WHERE grain = 1440
+                       AND activity_week(tile_from) NOT IN (SELECT week FROM whole_weeks)), '{}') AS days
 ),
 rest AS MATERIALIZED (
     SELECT r.entity_type, r.entity_id, sum(r.events)::bigint AS events
@@ -34,15 +31,28 @@ rest AS MATERIALIZED (
 ),
 ranked AS MATERIALIZED (
     SELECT d.entity_type, d.entity_id, d.events, d.place
-    FROM tiles AS t
+    FROM lists AS l
+    CROSS JOIN unnest(l.days) AS k (day)
     CROSS JOIN unnest($3::uuid[]) AS c (id)
     CROSS JOIN LATERAL (
         SELECT entity_type, entity_id, events, row_number() OVER (ORDER BY events DESC) AS place
         FROM rollup_entity_days
-        WHERE t.grain = 1440 AND community_id = c.id AND day = t.tile_from
+        WHERE community_id = c.id AND day = k.day
         ORDER BY events DESC
         LIMIT 4 * $5::bigint + 1
     ) AS d
+    UNION ALL
+    SELECT w.entity_type, w.entity_id, w.events, w.place
+    FROM lists AS l
+    CROSS JOIN unnest(l.weeks) AS k (week)
+    CROSS JOIN unnest($3::uuid[]) AS c (id)
+    CROSS JOIN LATERAL (
+        SELECT entity_type, entity_id, events, row_number() OVER (ORDER BY events DESC) AS place
+        FROM rollup_entity_weeks
+        WHERE community_id = c.id AND week = k.week
+        ORDER BY events DESC
+        LIMIT 4 * $5::bigint + 1
+    ) AS w
 ),
 candidates AS (
     SELECT entity_type, entity_id FROM ranked WHERE place <= 4 * $5::bigint
@@ -59,8 +69,12 @@ pruned AS MATERIALIZED (
         SELECT entity_type, entity_id, events FROM rest
         WHERE (entity_type, entity_id) IN (SELECT entity_type, entity_id FROM candidates)
         UNION ALL
-        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, days
-        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (l.days)
+          AND (u.entity_type, u.entity_id) IN (SELECT entity_type, entity_id FROM candidates)
+        UNION ALL
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_weeks AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.week = ANY (l.weeks)
           AND (u.entity_type, u.entity_id) IN (SELECT entity_type, entity_id FROM candidates)
     ) AS x
     GROUP BY x.entity_type, x.entity_id
@@ -78,8 +92,11 @@ everyone AS (
     FROM (
         SELECT entity_type, entity_id, events FROM rest
         UNION ALL
-        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, days
-        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (days.days)
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_days AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.day = ANY (l.days)
+        UNION ALL
+        SELECT u.entity_type, u.entity_id, u.events FROM rollup_entity_weeks AS u, lists AS l
+        WHERE u.community_id = ANY ($3::uuid[]) AND u.week = ANY (l.weeks)
     ) AS x
     WHERE NOT (SELECT proven FROM proof)
     GROUP BY x.entity_type, x.entity_id

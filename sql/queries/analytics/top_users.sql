@@ -1,7 +1,7 @@
 -- The most active users of the communities $3 ($5: how many), exactly,
 -- without summing every user's counts when it need not: the threshold rule
 -- of sql/migrations/0003_top_lists.sql, over week lists where it can
--- (sql/migrations/0007_user_weeks.sql). One statement (one snapshot):
+-- (sql/migrations/0007_week_lists.sql). One statement (one snapshot):
 --   weeks      the weeks (Monday 00:00 UTC) whose 7 days are whole clean
 --              days of the range: read from their week rows;
 --   days       the other whole clean days: read from their day rows;

@@ -1,5 +1,5 @@
--- Week lists of users, so that the threshold rule (0003_top_lists.sql) proves
--- the top users of mid-sized communities.
+-- Week lists of users and entities, so that the threshold rule (0003_top_lists.sql) proves
+-- the top users (and entities) of mid-sized communities.
 --
 -- The rule's bound is the sum, over the lists it reads, of each list's
 -- (4 × limit + 1)-th count. With a list per day, a community whose users
@@ -47,3 +47,26 @@ INSERT INTO rollup_user_weeks (community_id, week, user_id, events)
 SELECT community_id, activity_week(day), user_id, sum(events)
 FROM rollup_user_days
 GROUP BY 1, 2, 3;
+
+-- Entities the same way: a week's row of an entity is the sum of its day
+-- rows of that week (top_entities.sql reads week lists as top_users.sql does).
+CREATE TABLE rollup_entity_weeks (
+    community_id UUID NOT NULL,
+    week         TIMESTAMPTZ NOT NULL,
+    entity_type  TEXT NOT NULL,
+    entity_id    TEXT NOT NULL,
+    events       BIGINT NOT NULL,
+    PRIMARY KEY (community_id, entity_type, entity_id, week) INCLUDE (events)
+);
+CREATE INDEX rollup_entity_weeks_rank_idx ON rollup_entity_weeks (community_id, week, events DESC) INCLUDE (entity_type, entity_id);
+
+GRANT SELECT ON rollup_entity_weeks TO activity_api;
+ALTER TABLE rollup_entity_weeks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY api_read ON rollup_entity_weeks FOR SELECT TO activity_api USING (
+    activity_scope_all() OR community_id = ANY (activity_scope_communities())
+);
+
+INSERT INTO rollup_entity_weeks (community_id, week, entity_type, entity_id, events)
+SELECT community_id, activity_week(day), entity_type, entity_id, sum(events)
+FROM rollup_entity_days
+GROUP BY 1, 2, 3, 4;
