@@ -50,6 +50,30 @@ fn range_out(range: &Range) -> RangeOut {
 /// activity is flat and it cannot prove its list (bench/analytics).
 const SUM_EVERY_COUNT_BELOW: i64 = 20_000;
 
+/// Runs a top-list query (`sql/queries/analytics/top_*.sql`) with the
+/// memory those need, summing every count at once when the range holds
+/// fewer than [`SUM_EVERY_COUNT_BELOW`] events (`total_events`). Run after
+/// the endpoint's other queries (see [`for_top_lists`]).
+async fn top_list(
+    tx: &Transaction<'_>,
+    name: &'static str,
+    sql: &str,
+    (range, communities, limit): (&Range, &Option<Vec<Uuid>>, i64),
+    total_events: i64,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    for_top_lists(tx).await?;
+    let none: Option<String> = None;
+    let direct = total_events < SUM_EVERY_COUNT_BELOW;
+    Ok(timed(
+        name,
+        tx.query(
+            sql,
+            &[&range.from, &range.to, communities, &none, &limit, &direct],
+        ),
+    )
+    .await?)
+}
+
 /// What the overview, community and events reports share.
 struct Common {
     total_events: i64,
@@ -189,14 +213,12 @@ pub async fn overview(
     let common = common(&tx, &range, &communities, &none).await?;
     let active_users = active_users(&tx, &range, &communities).await?;
     let events_by_type = by_type(&tx, &range, &communities).await?;
-    for_top_lists(&tx).await?;
-    let direct = common.total_events < SUM_EVERY_COUNT_BELOW;
-    let top_communities = timed(
+    let top_communities = top_list(
+        &tx,
         "top_communities",
-        tx.query(
-            include_str!("../../sql/queries/analytics/top_communities.sql"),
-            &[&range.from, &range.to, &communities, &none, &limit, &direct],
-        ),
+        include_str!("../../sql/queries/analytics/top_communities.sql"),
+        (&range, &communities, limit),
+        common.total_events,
     )
     .await?
     .iter()
@@ -262,14 +284,12 @@ pub async fn community(
     let common = common(&tx, &range, &communities, &none).await?;
     let active_users = active_users(&tx, &range, &communities).await?;
     let events_by_type = by_type(&tx, &range, &communities).await?;
-    for_top_lists(&tx).await?;
-    let direct = common.total_events < SUM_EVERY_COUNT_BELOW;
-    let top_users = timed(
+    let top_users = top_list(
+        &tx,
         "top_users",
-        tx.query(
-            include_str!("../../sql/queries/analytics/top_users.sql"),
-            &[&range.from, &range.to, &communities, &none, &limit, &direct],
-        ),
+        include_str!("../../sql/queries/analytics/top_users.sql"),
+        (&range, &communities, limit),
+        common.total_events,
     )
     .await?
     .iter()
@@ -280,12 +300,12 @@ pub async fn community(
         })
     })
     .collect::<Result<_, tokio_postgres::Error>>()?;
-    let top_entities = timed(
+    let top_entities = top_list(
+        &tx,
         "top_entities",
-        tx.query(
-            include_str!("../../sql/queries/analytics/top_entities.sql"),
-            &[&range.from, &range.to, &communities, &none, &limit, &direct],
-        ),
+        include_str!("../../sql/queries/analytics/top_entities.sql"),
+        (&range, &communities, limit),
+        common.total_events,
     )
     .await?
     .iter()

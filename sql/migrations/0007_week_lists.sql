@@ -16,7 +16,7 @@
 -- (rollups_uncompact_day.sql) and adds the new ones (rollups_compact_day.sql),
 -- in the same transaction, holding the week's lock (rollups.rs); a rebuild
 -- sums every week it touched again from the day rows
--- (rollups_sum_week.sql), repairing them. A query reads a week's list only
+-- (rollups_sum_weeks.sql), repairing them. A query reads a week's list only
 -- when the range covers the week whole and none of its days is dirty, so
 -- the week row is the sum of current day rows. Costs measured at 10M
 -- events: 209 MB (users) and 24 MB (entities) per million events; a day's
@@ -26,6 +26,22 @@
 CREATE FUNCTION activity_week(at TIMESTAMPTZ) RETURNS TIMESTAMPTZ
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT date_bin('7 days', at, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$;
+
+-- The lists a top query reads for the whole clean UTC days of its range:
+-- the weeks all 7 of whose days are among them (their week rows), and the
+-- other days (their day rows). The one place that decides when a week's
+-- rows answer for its days.
+CREATE FUNCTION activity_week_lists(whole_days TIMESTAMPTZ[],
+                                    OUT weeks TIMESTAMPTZ[], OUT days TIMESTAMPTZ[])
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    WITH whole AS (
+        SELECT activity_week(d) AS week FROM unnest(whole_days) AS d
+        GROUP BY 1 HAVING count(DISTINCT d) = 7
+    )
+    SELECT coalesce((SELECT array_agg(week ORDER BY week) FROM whole), '{}'),
+           coalesce((SELECT array_agg(d ORDER BY d) FROM unnest(whole_days) AS d
+                     WHERE activity_week(d) NOT IN (SELECT week FROM whole)), '{}')
+$$;
 
 CREATE TABLE rollup_user_weeks (
     community_id UUID NOT NULL,

@@ -98,20 +98,27 @@ impl Store {
         let mut day = from
             .duration_trunc(TimeDelta::days(1))
             .map_err(StoreError::config)?;
-        let first = day;
         while day < to {
             compact_day(&tx, day).await?;
             day += TimeDelta::days(1);
         }
         // Every week touched, summed again from its day rows (the
-        // compaction above only added to them).
-        let mut day = first;
-        while day < to {
-            sum_week(&tx, day).await?;
-            day += TimeDelta::days(7);
-        }
-        let last = to - TimeDelta::microseconds(1);
-        sum_week(&tx, last).await?;
+        // compaction above only added to them): repaired if it was wrong.
+        tx.execute(
+            "WITH entities AS (
+                 DELETE FROM rollup_entity_weeks
+                 WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '7 days'
+             )
+             DELETE FROM rollup_user_weeks
+             WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '7 days'",
+            &[&from, &to],
+        )
+        .await?;
+        tx.query_one(
+            include_str!("../../../sql/queries/rollups_sum_weeks.sql"),
+            &[&from, &to],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }
@@ -248,26 +255,6 @@ async fn compact_day(
     .await?;
     tx.query_one(
         include_str!("../../../sql/queries/rollups_compact_day.sql"),
-        &[&day],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Replaces the user and entity rows of the week holding `day` with the sums of its
-/// day rows: a rebuild's repair of the weeks it touched.
-async fn sum_week(
-    tx: &tokio_postgres::Transaction<'_>,
-    day: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "WITH entities AS (DELETE FROM rollup_entity_weeks WHERE week = activity_week($1))
-         DELETE FROM rollup_user_weeks WHERE week = activity_week($1)",
-        &[&day],
-    )
-    .await?;
-    tx.query_one(
-        include_str!("../../../sql/queries/rollups_sum_week.sql"),
         &[&day],
     )
     .await?;

@@ -23,15 +23,9 @@
 WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
-whole_weeks AS MATERIALIZED (
-    SELECT activity_week(tile_from) AS week FROM tiles WHERE grain = 1440
-    GROUP BY 1 HAVING count(*) = 7
-),
 lists AS MATERIALIZED (
-    SELECT coalesce((SELECT array_agg(week) FROM whole_weeks), '{}') AS weeks,
-           coalesce((SELECT array_agg(tile_from) FROM tiles
-                     WHERE grain = 1440
-                       AND activity_week(tile_from) NOT IN (SELECT week FROM whole_weeks)), '{}') AS days
+    SELECT weeks, days
+    FROM activity_week_lists((SELECT coalesce(array_agg(tile_from), '{}') FROM tiles WHERE grain = 1440))
 ),
 rest AS MATERIALIZED (
     SELECT r.user_id, sum(r.events)::bigint AS events
