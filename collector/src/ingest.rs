@@ -228,8 +228,8 @@ fn prepare(
         let signature = Signature {
             key: key.id,
             user,
-            event_type: event.event_type.clone(),
-            entity: event.entity_type.clone().zip(event.entity_id.clone()),
+            event_type: &event.event_type,
+            entity: event.entity_type.as_deref().zip(event.entity_id.as_deref()),
         };
         if collector.spam.is_spam(signature) {
             metrics::spam_dropped();

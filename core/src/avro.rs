@@ -65,6 +65,22 @@ pub struct SchemaError {
     message: String,
 }
 
+/// One event as the writer schema's record, field for field (the names are
+/// the schema's; `apache-avro` checks each value against its field).
+#[derive(serde::Serialize)]
+struct WireEvent<'a> {
+    event_id: &'a str,
+    user_id: Option<&'a str>,
+    community_id: Option<&'a str>,
+    event_type: &'a str,
+    entity_type: Option<&'a str>,
+    entity_id: Option<&'a str>,
+    metadata: Option<&'a str>,
+    ip_address: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    created_at: i64,
+}
+
 /// Encodes with the newest schema; decodes any known version.
 #[derive(Debug, Clone)]
 pub struct AvroCodec {
@@ -175,52 +191,40 @@ impl AvroCodec {
         &self.writer
     }
 
-    /// Single-object encoding of one event.
+    /// Single-object encoding of one event: the header, then the datum
+    /// serialized straight from the event by `apache-avro`'s schema-aware
+    /// serializer (no intermediate `Value` tree, no schema resolution per
+    /// event: those were a tenth of the collector's time).
     pub fn encode(&self, event: &ActivityEvent) -> Result<Vec<u8>, EncodeError> {
-        let optional = |value: Option<Value>| match value {
-            Some(v) => Value::Union(1, Box::new(v)),
-            None => Value::Union(0, Box::new(Value::Null)),
+        let mut ids = [[0u8; uuid::fmt::Hyphenated::LENGTH]; 3];
+        let [event_id, user_id, community_id] = &mut ids;
+        let metadata = event.metadata().map(Metadata::to_json);
+        let ip_address = event.ip_address().map(|ip| ip.to_string());
+        let wire = WireEvent {
+            event_id: event
+                .event_id()
+                .as_uuid()
+                .hyphenated()
+                .encode_lower(event_id),
+            user_id: event
+                .user_id()
+                .map(|id| &*id.as_uuid().hyphenated().encode_lower(user_id)),
+            community_id: event
+                .community_id()
+                .map(|id| &*id.as_uuid().hyphenated().encode_lower(community_id)),
+            event_type: event.event_type().as_str(),
+            entity_type: event.entity_type(),
+            entity_id: event.entity_id(),
+            metadata: metadata.as_deref(),
+            ip_address: ip_address.as_deref(),
+            user_agent: event.user_agent(),
+            created_at: event.created_at().timestamp_micros(),
         };
-        let text = |value: Option<&str>| optional(value.map(|s| Value::String(s.to_owned())));
-        let record = Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String(event.event_id().to_string()),
-            ),
-            (
-                "user_id".into(),
-                optional(event.user_id().map(|id| Value::String(id.to_string()))),
-            ),
-            (
-                "community_id".into(),
-                optional(event.community_id().map(|id| Value::String(id.to_string()))),
-            ),
-            (
-                "event_type".into(),
-                Value::String(event.event_type().as_str().to_owned()),
-            ),
-            ("entity_type".into(), text(event.entity_type())),
-            ("entity_id".into(), text(event.entity_id())),
-            (
-                "metadata".into(),
-                optional(event.metadata().map(|m| Value::String(m.to_json()))),
-            ),
-            (
-                "ip_address".into(),
-                optional(event.ip_address().map(|ip| Value::String(ip.to_string()))),
-            ),
-            ("user_agent".into(), text(event.user_agent())),
-            (
-                "created_at".into(),
-                Value::TimestampMicros(event.created_at().timestamp_micros()),
-            ),
-        ]);
-        let datum = apache_avro::to_avro_datum(&self.writer, record)
-            .map_err(|e| EncodeError(e.to_string()))?;
-        let mut bytes = Vec::with_capacity(HEADER_LEN + datum.len());
+        let mut bytes = Vec::with_capacity(256);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&self.writer_fingerprint.to_le_bytes());
-        bytes.extend_from_slice(&datum);
+        apache_avro::write_avro_datum_ref(&self.writer, &wire, &mut bytes)
+            .map_err(|e| EncodeError(e.to_string()))?;
         Ok(bytes)
     }
 
@@ -406,6 +410,25 @@ mod tests {
         let value =
             apache_avro::from_avro_datum(codec.writer_schema(), &mut &bytes[10..], None).unwrap();
         assert!(matches!(value, Value::Record(ref fields) if fields.len() == 10));
+    }
+
+    #[test]
+    fn datum_is_what_the_generic_avro_writer_writes() {
+        let codec = AvroCodec::new().unwrap();
+        let now = Utc::now();
+        for event in [
+            sample(now),
+            NewEvent::new("user.login").validate(now).unwrap(),
+        ] {
+            let bytes = codec.encode(&event).unwrap();
+            let value =
+                apache_avro::from_avro_datum(codec.writer_schema(), &mut &bytes[10..], None)
+                    .unwrap();
+            // The same record through the crate's generic, validating
+            // writer gives the same bytes.
+            let generic = apache_avro::to_avro_datum(codec.writer_schema(), value).unwrap();
+            assert_eq!(&bytes[10..], &generic[..]);
+        }
     }
 
     #[test]
