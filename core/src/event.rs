@@ -71,6 +71,11 @@ pub enum ValidationError {
     },
     #[error("metadata {0}")]
     Metadata(#[from] MetadataError),
+    /// An object that is not valid JSON for an event (a duplicate field, a
+    /// lone surrogate, a number out of range, nesting past serde_json's
+    /// 128 levels): the parser's message, shortened.
+    #[error("the event is not valid JSON: {0}")]
+    Json(String),
 }
 
 impl ValidationError {
@@ -87,6 +92,7 @@ impl ValidationError {
             Self::Timestamp(_) | Self::Future(_) | Self::TooOld(_) => "bad_created_at",
             Self::WrongType { .. } => "wrong_type",
             Self::Metadata(_) => "bad_metadata",
+            Self::Json(_) => "bad_json",
         }
     }
 }
@@ -494,7 +500,7 @@ impl RawEvent {
         if !text.trim_start().starts_with('{') {
             return Err(not_an_object);
         }
-        serde_json::from_str(text).map_err(|_| not_an_object)
+        serde_json::from_str(text).map_err(|e| ValidationError::Json(excerpt(&e.to_string())))
     }
 
     /// Checks the JSON types and parses ids and timestamps.
@@ -745,6 +751,29 @@ mod tests {
         assert_eq!(
             metadata.unwrap_err(),
             ValidationError::Metadata(MetadataError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn objects_that_are_not_valid_json_events_say_why() {
+        let reason = |text: &str| match RawEvent::from_json_text(text) {
+            Err(ValidationError::Json(message)) => message,
+            other => panic!("{text}: expected a JSON error, got {other:?}"),
+        };
+        assert!(reason(r#"{"event_type": "a.b", "event_type": "c.d"}"#).contains("duplicate"));
+        let lone = reason(r#"{"event_type": "a.b", "entity_id": "\ud800"}"#);
+        assert!(lone.contains("hex escape"), "{lone}");
+        assert!(reason(r#"{"event_type": "a.b", "entity_id": 1e400}"#).contains("out of range"));
+        let deep = format!(
+            r#"{{"metadata": {}1{}}}"#,
+            r#"{"a":"#.repeat(200),
+            "}".repeat(200)
+        );
+        assert!(reason(&deep).contains("recursion limit"));
+        // Not an object at all: the shape error, as before.
+        assert_eq!(
+            RawEvent::from_json_text("[1]").unwrap_err().kind(),
+            "wrong_type"
         );
     }
 
