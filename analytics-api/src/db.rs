@@ -3,8 +3,15 @@
 //! caller's communities (or user) are set for the row-level security
 //! policies, the role is switched to `activity_api` (subject to them), and
 //! the session time zone is the requested one.
+//!
+//! The overview and community reports run their long queries on two
+//! connections at once when the pool has one to spare ([`Reader`]): the
+//! second transaction imports the first one's snapshot (`pg_export_snapshot`,
+//! as `pg_dump --jobs` does), so the response is still one snapshot.
 
-use deadpool_postgres::{Object, Transaction};
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool, Timeouts, Transaction};
 use tokio_postgres::IsolationLevel;
 
 use crate::auth::{Caller, Role};
@@ -36,6 +43,16 @@ pub async fn scoped<'a>(
     caller: &Caller,
     tz: &str,
 ) -> Result<Transaction<'a>, ApiError> {
+    scoped_in(client, caller, tz, None).await
+}
+
+/// A scoped transaction; with `snapshot`, on that exported snapshot.
+async fn scoped_in<'a>(
+    client: &'a mut Object,
+    caller: &Caller,
+    tz: &str,
+    snapshot: Option<&str>,
+) -> Result<Transaction<'a>, ApiError> {
     // One snapshot for every query of a response, so that its parts (totals,
     // series, events by type, top lists) count the same events while the
     // consumer keeps committing.
@@ -45,6 +62,18 @@ pub async fn scoped<'a>(
         .read_only(true)
         .start()
         .await?;
+    if let Some(snapshot) = snapshot {
+        // Must come before any query of the transaction. Not a parameter
+        // (the statement takes none); checked to be only the hex digits and
+        // dashes PostgreSQL writes.
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(ApiError::Internal(format!(
+                "unexpected snapshot id {snapshot:?}"
+            )));
+        }
+        tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+            .await?;
+    }
     let all = if caller.role == Role::Admin {
         "on"
     } else {
@@ -78,6 +107,50 @@ pub async fn scoped<'a>(
     .await?;
     tx.batch_execute("SET LOCAL ROLE activity_api").await?;
     Ok(tx)
+}
+
+/// Where a report's queries run: its lead transaction, and a second one on
+/// the same snapshot when the pool had a connection to spare.
+pub struct Reader {
+    lead: Object,
+    helper: Option<Object>,
+}
+
+impl Reader {
+    /// A connection, and a second one only if it is free right now: a
+    /// report never waits for its second connection, so a busy pool serves
+    /// each request on one (and requests cannot starve each other of their
+    /// second connections).
+    pub async fn get(pool: &Pool) -> Result<Self, ApiError> {
+        let lead = pool.get().await?;
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..Timeouts::default()
+        };
+        let helper = pool.timeout_get(&now).await.ok();
+        Ok(Self { lead, helper })
+    }
+
+    /// The lead transaction, scoped to the caller, and the helper's on its
+    /// snapshot (`None` without a helper).
+    pub async fn scoped<'a>(
+        &'a mut self,
+        caller: &Caller,
+        tz: &str,
+    ) -> Result<(Transaction<'a>, Option<Transaction<'a>>), ApiError> {
+        let lead = scoped_in(&mut self.lead, caller, tz, None).await?;
+        let helper = match self.helper.as_mut() {
+            Some(client) => {
+                let snapshot: String = lead
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await?
+                    .try_get(0)?;
+                Some(scoped_in(client, caller, tz, Some(&snapshot)).await?)
+            }
+            None => None,
+        };
+        Ok((lead, helper))
+    }
 }
 
 /// Runs one of the API's queries (`sql/queries/analytics/<name>.sql`) and

@@ -11,7 +11,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
-use crate::db::{for_top_lists, scoped, timed};
+use crate::db::{for_top_lists, scoped, timed, Reader};
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{parse_uuid, Cursor, Range, RawParams};
 use crate::reports::*;
@@ -74,20 +74,36 @@ async fn top_list(
     .await?)
 }
 
-/// What the overview, community and events reports share.
-struct Common {
-    total_events: i64,
-    unique_users: i64,
-    time_series: Vec<Point>,
+/// Runs a report's two halves: at once when `side` has its own transaction
+/// (`parallel`), otherwise one after the other on the lead's, `side` first
+/// (the lead's top lists raise `work_mem` for the rest of its transaction,
+/// which slows the series: see [`for_top_lists`]).
+async fn together<A, B>(
+    parallel: bool,
+    side: impl std::future::Future<Output = Result<A, ApiError>>,
+    lead: impl std::future::Future<Output = Result<B, ApiError>>,
+) -> Result<(A, B), ApiError> {
+    if parallel {
+        tokio::try_join!(side, lead)
+    } else {
+        let side = side.await?;
+        Ok((side, lead.await?))
+    }
 }
 
-async fn common(
+/// Events and unique users in the range.
+struct Totals {
+    events: i64,
+    unique_users: i64,
+}
+
+async fn totals(
     tx: &Transaction<'_>,
     range: &Range,
     communities: &Option<Vec<Uuid>>,
     event_type: &Option<String>,
-) -> Result<Common, ApiError> {
-    let totals = timed(
+) -> Result<Totals, ApiError> {
+    let row = timed(
         "totals",
         tx.query_one(
             include_str!("../../sql/queries/analytics/totals.sql"),
@@ -95,8 +111,20 @@ async fn common(
         ),
     )
     .await?;
+    Ok(Totals {
+        events: row.try_get("events")?,
+        unique_users: row.try_get("unique_users")?,
+    })
+}
+
+async fn series(
+    tx: &Transaction<'_>,
+    range: &Range,
+    communities: &Option<Vec<Uuid>>,
+    event_type: &Option<String>,
+) -> Result<Vec<Point>, ApiError> {
     let interval = range.interval.as_str();
-    let time_series = timed(
+    Ok(timed(
         "series",
         tx.query(
             include_str!("../../sql/queries/analytics/series.sql"),
@@ -112,12 +140,7 @@ async fn common(
             unique_users: row.try_get("unique_users")?,
         })
     })
-    .collect::<Result<_, tokio_postgres::Error>>()?;
-    Ok(Common {
-        total_events: totals.try_get("events")?,
-        unique_users: totals.try_get("unique_users")?,
-        time_series,
-    })
+    .collect::<Result<_, tokio_postgres::Error>>()?)
 }
 
 async fn by_type(
@@ -207,37 +230,52 @@ pub async fn overview(
     let range = raw.range(Utc::now())?;
     let limit = raw.limit()?;
     let communities = caller.community_scope();
-    let mut client = state.pool.get().await?;
-    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
+    let mut reader = Reader::get(&state.pool).await?;
+    let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
-    let common = common(&tx, &range, &communities, &none).await?;
-    let active_users = active_users(&tx, &range, &communities).await?;
-    let events_by_type = by_type(&tx, &range, &communities).await?;
-    let top_communities = top_list(
-        &tx,
-        "top_communities",
-        include_str!("../../sql/queries/analytics/top_communities.sql"),
-        (&range, &communities, limit),
-        common.total_events,
-    )
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(CommunityCount {
-            community_id: row.try_get("community_id")?,
-            name: row.try_get("name")?,
-            events: row.try_get("events")?,
+    // The series (the longest query over long ranges in zones whose days
+    // are not UTC days) on the helper; the rest on the lead.
+    let side = series(helper.as_ref().unwrap_or(&tx), &range, &communities, &none);
+    let lead = async {
+        let totals = totals(&tx, &range, &communities, &none).await?;
+        let active_users = active_users(&tx, &range, &communities).await?;
+        let events_by_type = by_type(&tx, &range, &communities).await?;
+        let top_communities = top_list(
+            &tx,
+            "top_communities",
+            include_str!("../../sql/queries/analytics/top_communities.sql"),
+            (&range, &communities, limit),
+            totals.events,
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(CommunityCount {
+                community_id: row.try_get("community_id")?,
+                name: row.try_get("name")?,
+                events: row.try_get("events")?,
+            })
         })
-    })
-    .collect::<Result<_, tokio_postgres::Error>>()?;
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        let freshness = freshness(&tx).await?;
+        Ok::<_, ApiError>((
+            totals,
+            active_users,
+            events_by_type,
+            top_communities,
+            freshness,
+        ))
+    };
+    let (time_series, (totals, active_users, events_by_type, top_communities, freshness)) =
+        together(helper.is_some(), side, lead).await?;
     Ok(Json(Overview {
         range: range_out(&range),
-        freshness: freshness(&tx).await?,
-        total_events: common.total_events,
-        unique_users: common.unique_users,
+        freshness,
+        total_events: totals.events,
+        unique_users: totals.unique_users,
         active_users,
         events_by_type,
-        time_series: common.time_series,
+        time_series,
         top_communities,
     }))
 }
@@ -264,68 +302,90 @@ pub async fn community(
     let range = raw.range(Utc::now())?;
     let limit = raw.limit()?;
     let communities = Some(vec![id]);
-    let mut client = state.pool.get().await?;
-    let tx = scoped(&mut client, &caller, range.tz.name()).await?;
-    let row = timed(
-        "community",
-        tx.query_opt(
-            include_str!("../../sql/queries/analytics/community.sql"),
-            &[&id],
-        ),
-    )
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
-    let info = CommunityInfo {
-        id,
-        name: row.try_get("name")?,
-        created_at: row.try_get("created_at")?,
-    };
+    let mut reader = Reader::get(&state.pool).await?;
+    let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
-    let common = common(&tx, &range, &communities, &none).await?;
-    let active_users = active_users(&tx, &range, &communities).await?;
-    let events_by_type = by_type(&tx, &range, &communities).await?;
-    let top_users = top_list(
-        &tx,
-        "top_users",
-        include_str!("../../sql/queries/analytics/top_users.sql"),
-        (&range, &communities, limit),
-        common.total_events,
-    )
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(UserCount {
-            user_id: row.try_get("user_id")?,
-            events: row.try_get("events")?,
+    // The series and events by type on the helper; the top lists (which
+    // need the total) and the rest on the lead.
+    let side_tx = helper.as_ref().unwrap_or(&tx);
+    let side = async {
+        let time_series = series(side_tx, &range, &communities, &none).await?;
+        let events_by_type = by_type(side_tx, &range, &communities).await?;
+        Ok::<_, ApiError>((time_series, events_by_type))
+    };
+    let lead = async {
+        let row = timed(
+            "community",
+            tx.query_opt(
+                include_str!("../../sql/queries/analytics/community.sql"),
+                &[&id],
+            ),
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
+        let info = CommunityInfo {
+            id,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        };
+        let totals = totals(&tx, &range, &communities, &none).await?;
+        let active_users = active_users(&tx, &range, &communities).await?;
+        let top_users = top_list(
+            &tx,
+            "top_users",
+            include_str!("../../sql/queries/analytics/top_users.sql"),
+            (&range, &communities, limit),
+            totals.events,
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(UserCount {
+                user_id: row.try_get("user_id")?,
+                events: row.try_get("events")?,
+            })
         })
-    })
-    .collect::<Result<_, tokio_postgres::Error>>()?;
-    let top_entities = top_list(
-        &tx,
-        "top_entities",
-        include_str!("../../sql/queries/analytics/top_entities.sql"),
-        (&range, &communities, limit),
-        common.total_events,
-    )
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(EntityCount {
-            entity_type: row.try_get("entity_type")?,
-            entity_id: row.try_get("entity_id")?,
-            events: row.try_get("events")?,
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        let top_entities = top_list(
+            &tx,
+            "top_entities",
+            include_str!("../../sql/queries/analytics/top_entities.sql"),
+            (&range, &communities, limit),
+            totals.events,
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EntityCount {
+                entity_type: row.try_get("entity_type")?,
+                entity_id: row.try_get("entity_id")?,
+                events: row.try_get("events")?,
+            })
         })
-    })
-    .collect::<Result<_, tokio_postgres::Error>>()?;
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        let freshness = freshness(&tx).await?;
+        Ok::<_, ApiError>((
+            info,
+            totals,
+            active_users,
+            top_users,
+            top_entities,
+            freshness,
+        ))
+    };
+    let (
+        (time_series, events_by_type),
+        (info, totals, active_users, top_users, top_entities, freshness),
+    ) = together(helper.is_some(), side, lead).await?;
     Ok(Json(CommunityReport {
         community: info,
         range: range_out(&range),
-        freshness: freshness(&tx).await?,
-        total_events: common.total_events,
-        unique_users: common.unique_users,
+        freshness,
+        total_events: totals.events,
+        unique_users: totals.unique_users,
         active_users,
         events_by_type,
-        time_series: common.time_series,
+        time_series,
         top_users,
         top_entities,
     }))
@@ -473,15 +533,16 @@ pub async fn events(
     };
     let mut client = state.pool.get().await?;
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
-    let common = common(&tx, &range, &communities, &event_type).await?;
+    let totals = totals(&tx, &range, &communities, &event_type).await?;
+    let time_series = series(&tx, &range, &communities, &event_type).await?;
     Ok(Json(EventsReport {
         event_type,
         community_id,
         range: range_out(&range),
         freshness: freshness(&tx).await?,
-        total_events: common.total_events,
-        unique_users: common.unique_users,
-        time_series: common.time_series,
+        total_events: totals.events,
+        unique_users: totals.unique_users,
+        time_series,
     }))
 }
 
