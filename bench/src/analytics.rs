@@ -10,15 +10,15 @@
 
 use std::time::Instant;
 
-use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
+use activity_analytics_api::{Claims, Keys, Role};
 use activity_bench::{connect, drop_databases, load_events, round3, run_id};
 use activity_consumer::Store;
+use anyhow::Context;
 use chrono::{Months, TimeDelta, Utc};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -42,6 +42,9 @@ struct Args {
     /// loading, no rollup rebuild; `--events` is then ignored).
     #[arg(long, conflicts_with = "keep")]
     database: Option<String>,
+    /// The `activity` binary whose API is measured.
+    #[arg(long, default_value = "target/release/activity")]
+    activity_bin: std::path::PathBuf,
 }
 
 const ZONES: [&str; 5] = [
@@ -126,17 +129,37 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         .await?;
     let prewarm_seconds = started.elapsed().as_secs_f64();
 
+    // The release `activity api`, as deployed (its allocator, its default
+    // pool of 8 connections), not a server built into this benchmark.
     let secret = b"analytics-bench-secret-0123456789";
-    let app = Application::build(ApiConfig {
-        listen: "127.0.0.1:0".into(),
-        read_url: url.clone(),
-        jwt_secret: secret.to_vec(),
-        pool_size: 4,
-    })
-    .await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut api = tokio::process::Command::new(&args.activity_bin)
+        .arg("api")
+        .env("APP_ENV", "dev")
+        .env("DATABASE_URL", &url)
+        .env("DATABASE_READ_URL", &url)
+        .env("JWT_SECRET", std::str::from_utf8(secret)?)
+        .env("API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", args.activity_bin.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let waiting = Instant::now();
+    while !http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        if waiting.elapsed().as_secs() > 30 {
+            anyhow::bail!("the API did not become ready");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let token = Keys::new(secret).mint(&Claims {
         sub: "bench".into(),
         exp: (Utc::now().timestamp() + 7200) as u64,
@@ -162,7 +185,6 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         .map(|r| r.get(0))
         .collect();
 
-    let http = reqwest::Client::new();
     let mut rng = StdRng::seed_from_u64(5);
     let mut endpoints = serde_json::Map::new();
     for endpoint in ["overview", "community", "user", "events"] {
@@ -211,7 +233,7 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         }
         endpoints.insert(endpoint.into(), percentiles(times));
     }
-    stop.cancel();
+    let _ = api.kill().await;
 
     // The request's sample SQL on the raw rows, as the baseline.
     let mut baseline = serde_json::Map::new();
