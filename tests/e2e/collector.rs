@@ -240,6 +240,15 @@ async fn a_mixed_batch_stores_exactly_the_valid_events_once_however_often_it_is_
         events.push(event);
     }
     let body = json!({"events": events}).to_string();
+    // First to a replica whose broker does not answer: 503, and the client
+    // retries the same request, below, on a replica that works (the events
+    // carry no ids: both replicas derive the same ones).
+    let mut unreachable = settings.clone();
+    unreachable.kafka.brokers = "127.0.0.1:1".into();
+    let down = Collector::spawn(&unreachable, &[("COLLECT_DELIVERY_TIMEOUT_MS", "1000")]).await;
+    let (status, answer, _) = down.post(Some(&key), body.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    drop(down);
     let (status, answer, _) = collector.post(Some(&key), body.clone()).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["accepted"], 14);
