@@ -53,14 +53,16 @@ const SUM_EVERY_COUNT_BELOW: i64 = 20_000;
 /// Runs a top-list query (`sql/queries/analytics/top_*.sql`) with the
 /// memory those need, summing every count at once when the range holds
 /// fewer than [`SUM_EVERY_COUNT_BELOW`] events (`total_events`). Run after
-/// the endpoint's other queries (see [`for_top_lists`]).
-async fn top_list(
+/// the endpoint's other queries (see [`for_top_lists`]). `item` reads one
+/// row of the list.
+async fn top_list<T>(
     tx: &Transaction<'_>,
     name: &'static str,
     sql: &str,
     (range, communities, limit): (&Range, &Option<Vec<Uuid>>, i64),
     total_events: i64,
-) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    item: impl Fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+) -> Result<Vec<T>, ApiError> {
     for_top_lists(tx).await?;
     let none: Option<String> = None;
     let direct = total_events < SUM_EVERY_COUNT_BELOW;
@@ -71,7 +73,10 @@ async fn top_list(
             &[&range.from, &range.to, communities, &none, &limit, &direct],
         ),
     )
-    .await?)
+    .await?
+    .iter()
+    .map(item)
+    .collect::<Result<_, _>>()?)
 }
 
 /// Runs a report's two halves: at once when `side` has its own transaction
@@ -246,17 +251,15 @@ pub async fn overview(
             include_str!("../../sql/queries/analytics/top_communities.sql"),
             (&range, &communities, limit),
             totals.events,
+            |row| {
+                Ok(CommunityCount {
+                    community_id: row.try_get("community_id")?,
+                    name: row.try_get("name")?,
+                    events: row.try_get("events")?,
+                })
+            },
         )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(CommunityCount {
-                community_id: row.try_get("community_id")?,
-                name: row.try_get("name")?,
-                events: row.try_get("events")?,
-            })
-        })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        .await?;
         let freshness = freshness(&tx).await?;
         Ok::<_, ApiError>((
             totals,
@@ -336,33 +339,29 @@ pub async fn community(
             include_str!("../../sql/queries/analytics/top_users.sql"),
             (&range, &communities, limit),
             totals.events,
+            |row| {
+                Ok(UserCount {
+                    user_id: row.try_get("user_id")?,
+                    events: row.try_get("events")?,
+                })
+            },
         )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(UserCount {
-                user_id: row.try_get("user_id")?,
-                events: row.try_get("events")?,
-            })
-        })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        .await?;
         let top_entities = top_list(
             &tx,
             "top_entities",
             include_str!("../../sql/queries/analytics/top_entities.sql"),
             (&range, &communities, limit),
             totals.events,
+            |row| {
+                Ok(EntityCount {
+                    entity_type: row.try_get("entity_type")?,
+                    entity_id: row.try_get("entity_id")?,
+                    events: row.try_get("events")?,
+                })
+            },
         )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(EntityCount {
-                entity_type: row.try_get("entity_type")?,
-                entity_id: row.try_get("entity_id")?,
-                events: row.try_get("events")?,
-            })
-        })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        .await?;
         let freshness = freshness(&tx).await?;
         Ok::<_, ApiError>((
             info,

@@ -11,9 +11,8 @@
 use std::time::Instant;
 
 use activity_analytics_api::{Claims, Keys, Role};
-use activity_bench::{connect, drop_databases, load_events, round3, run_id};
+use activity_bench::{connect, drop_databases, load_events, round3, run_id, serve};
 use activity_consumer::Store;
-use anyhow::Context;
 use chrono::{Months, TimeDelta, Utc};
 use clap::Parser;
 use rand::rngs::StdRng;
@@ -132,34 +131,18 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
     // The release `activity api`, as deployed (its allocator, its default
     // pool of 8 connections), not a server built into this benchmark.
     let secret = b"analytics-bench-secret-0123456789";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut api = tokio::process::Command::new(&args.activity_bin)
-        .arg("api")
-        .env("APP_ENV", "dev")
-        .env("DATABASE_URL", &url)
-        .env("DATABASE_READ_URL", &url)
-        .env("JWT_SECRET", std::str::from_utf8(secret)?)
-        .env("API_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.activity_bin.display()))?;
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut api, base) = serve(
+        &args.activity_bin,
+        "api",
+        "API_LISTEN",
+        &[
+            ("DATABASE_URL", &url),
+            ("DATABASE_READ_URL", &url),
+            ("JWT_SECRET", std::str::from_utf8(secret)?),
+        ],
+    )
+    .await?;
     let http = reqwest::Client::new();
-    let waiting = Instant::now();
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        if waiting.elapsed().as_secs() > 30 {
-            anyhow::bail!("the API did not become ready");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let token = Keys::new(secret).mint(&Claims {
         sub: "bench".into(),
         exp: (Utc::now().timestamp() + 7200) as u64,

@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use activity_bench::{delete_topic, drop_databases, round3, run_id, vm_hwm_kb, Target};
+use activity_bench::{delete_topic, drop_databases, round3, run_id, serve, vm_hwm_kb, Target};
 use activity_collector::keys::{self, NewKey};
 use activity_core::config::{AppEnv, GlobalArgs, Secret, Settings};
 use activity_core::kafka::ensure_topics;
 use activity_core::NewEvent;
 use activity_producer::synthetic::{Generator, Shape};
 use activity_producer::{TrackError, Tracker};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -142,38 +142,22 @@ async fn bench(args: &Args, topic: &str, database: &str) -> anyhow::Result<Value
     drop(tracker);
 
     // 2. Through the collector.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut collector = tokio::process::Command::new(&args.target.activity_bin)
-        .arg("collect")
-        .env("APP_ENV", "dev")
-        .env("DATABASE_URL", &url)
-        .env("KAFKA_BROKERS", &args.target.brokers)
-        .env("KAFKA_TOPIC", topic)
-        .env("COLLECT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        // The synthetic users repeat the same event on the same entity often
-        // enough in long runs to pass the default spam threshold; the check
-        // still runs on every event.
-        .env("COLLECT_SPAM_THRESHOLD", "1000000")
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.target.activity_bin.display()))?;
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut collector, base) = serve(
+        &args.target.activity_bin,
+        "collect",
+        "COLLECT_LISTEN",
+        &[
+            ("DATABASE_URL", &url),
+            ("KAFKA_BROKERS", &args.target.brokers),
+            ("KAFKA_TOPIC", topic),
+            // The synthetic users repeat the same event on the same entity
+            // often enough in long runs to pass the default spam threshold;
+            // the check still runs on every event.
+            ("COLLECT_SPAM_THRESHOLD", "1000000"),
+        ],
+    )
+    .await?;
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("the collector did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let bodies: Arc<Vec<String>> = Arc::new(
         events
             .chunks(args.batch)

@@ -29,6 +29,45 @@ pub struct Target {
     pub brokers: String,
 }
 
+/// Starts `activity <command>` (the binary `bin`) listening on a free
+/// loopback port, set through the environment variable `listen`, with `env`
+/// besides, and waits until its `/readyz` answers 200. Returns the process
+/// (killed when dropped) and its base URL.
+pub async fn serve(
+    bin: &Path,
+    command: &str,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = tokio::process::Command::new(bin)
+        .arg(command)
+        .env("APP_ENV", "dev")
+        .env("RUST_LOG", "warn")
+        .env(listen, format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while !http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!("`activity {command}` did not become ready");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok((child, base))
+}
+
 /// A short random suffix for one run's databases, topic and group.
 pub fn run_id() -> String {
     Uuid::new_v4()
