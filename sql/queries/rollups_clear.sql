@@ -2,7 +2,10 @@
 -- rollups_rebuild.sql refills them (see there).
 WITH gone_events AS (
     DELETE FROM rollup_events
-    WHERE grain IN (15, 60, 360, 1440) AND bucket >= $1 AND bucket < $2
+    WHERE (grain = 15 OR grain = ANY (activity_compacted_grains())) AND bucket >= $1 AND bucket < $2
+),
+gone_cuts AS (
+    DELETE FROM rollup_day_cuts WHERE day >= $1 AND day < $2
 ),
 gone_ranks AS (
     DELETE FROM rollup_community_ranks WHERE bucket >= $1 AND bucket < $2

@@ -1,5 +1,6 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
--- rows, quarter-day rows (grain 360) and day row, per event type and for
+-- rows, quarter-day rows (grain 360), day row and heads and tails at its
+-- cuts (sql/migrations/0008_zone_days.sql), per event type and for
 -- every type together ('*', rows only compaction writes), each of those
 -- buckets' communities into rollup_community_ranks, its users and
 -- entities into their day rows (and into their week's rows) (every type together: the top lists'
@@ -8,36 +9,76 @@
 -- lock exclusively (or every rollup table's). Returns the 15-minute rows
 -- read.
 WITH quarters AS (
-    SELECT community_id, event_type, events, users,
-           date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
-           date_bin('6 hours', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS quarter
+    SELECT community_id, event_type, bucket, events, users,
+           date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour
     FROM rollup_events
     WHERE grain = 15 AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+),
+-- Per type: every longer row below is summed from these (a sketch merged
+-- once per hour, not once per 15 minutes).
+hourly AS MATERIALIZED (
+    SELECT community_id, event_type, hour, sum(events) AS events, hll_union_agg(users) AS users,
+           date_bin('6 hours', hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS quarter
+    FROM quarters
+    GROUP BY community_id, event_type, hour
 ),
 hours AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 60, hour, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
-    FROM quarters
+    FROM hourly
     GROUP BY GROUPING SETS ((community_id, hour, event_type), (community_id, hour))
 ),
 quarters_of_day AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 360, quarter, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
-    FROM quarters
+    FROM hourly
     GROUP BY GROUPING SETS ((community_id, quarter, event_type), (community_id, quarter))
 ),
 days AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 1440, $1::timestamptz, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
-    FROM quarters
+    FROM hourly
     GROUP BY GROUPING SETS ((community_id, event_type), (community_id))
+),
+-- Heads and tails at the day's cuts (sql/migrations/0008_zone_days.sql):
+-- each the whole hours on its side of the cut and the 15-minute rows of the
+-- hour the cut falls in. The heads at 01:00 and 06:00 are the hour and
+-- quarter-day rows above.
+cuts AS MATERIALIZED (
+    SELECT unnest(activity_cuts($1::timestamptz, ARRAY(SELECT zone FROM rollup_zones))) AS cut
+),
+pieces AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT s.community_id, p.grain, p.bucket, coalesce(s.event_type, '*'), sum(s.events), hll_union_agg(s.users)
+    FROM cuts AS c
+    CROSS JOIN LATERAL (VALUES
+        (c.cut, $1::timestamptz, $1::timestamptz + make_interval(mins => c.cut)),
+        (c.cut - 1440, $1::timestamptz + make_interval(mins => c.cut), $1::timestamptz + interval '24 hours')
+    ) AS p (grain, bucket, stop)
+    CROSS JOIN LATERAL (
+        SELECT community_id, event_type, events, users FROM hourly
+        WHERE hour >= p.bucket AND hour + interval '1 hour' <= p.stop
+        UNION ALL
+        SELECT community_id, event_type, events, users FROM quarters
+        WHERE bucket >= p.bucket AND bucket < p.stop
+          AND NOT (hour >= p.bucket AND hour + interval '1 hour' <= p.stop)
+    ) AS s
+    WHERE p.grain NOT IN (60, 360)
+    GROUP BY GROUPING SETS ((p.grain, p.bucket, s.community_id, s.event_type), (p.grain, p.bucket, s.community_id))
+),
+day_cuts AS (
+    INSERT INTO rollup_day_cuts (day, cuts)
+    SELECT $1::timestamptz, coalesce(array_agg(cut ORDER BY cut), '{}') FROM cuts
+    -- A day without rows has nothing to cut (a rebuild compacts every day of its range).
+    HAVING EXISTS (SELECT 1 FROM quarters)
+    ON CONFLICT (day) DO UPDATE SET cuts = excluded.cuts
 ),
 community_ranks AS (
     INSERT INTO rollup_community_ranks (grain, bucket, community_id, events)
-    SELECT g.grain, g.bucket, q.community_id, sum(q.events)
-    FROM quarters AS q
-    CROSS JOIN LATERAL (VALUES (60, q.hour), (360, q.quarter), (1440, $1::timestamptz)) AS g (grain, bucket)
-    WHERE q.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
+    SELECT g.grain, g.bucket, h.community_id, sum(h.events)
+    FROM hourly AS h
+    CROSS JOIN LATERAL (VALUES (60, h.hour), (360, h.quarter), (1440, $1::timestamptz)) AS g (grain, bucket)
+    WHERE h.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
     GROUP BY 1, 2, 3
 ),
 day_users AS MATERIALIZED (

@@ -1,10 +1,10 @@
--- Removes the rows compaction wrote for the UTC day $1 (hour, quarter-day and day rows of
+-- Removes the rows compaction wrote for the UTC day $1 (hour, quarter-day, day, head and tail rows of
 -- rollup_events and rollup_community_ranks, day rows of users and entities), and
 -- takes the day's user and entity rows out of their week's (sql/migrations/0007), before
 -- rollups_compact_day.sql sums them anew (the week's lock held: rollups.rs).
 WITH events AS (
     DELETE FROM rollup_events
-    WHERE grain IN (60, 360, 1440) AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+    WHERE grain = ANY (activity_compacted_grains()) AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
 ),
 ranks AS (
     DELETE FROM rollup_community_ranks

@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_week_lists.sql",
         include_str!("../../../sql/migrations/0007_week_lists.sql"),
     ),
+    (
+        8,
+        "0008_zone_days.sql",
+        include_str!("../../../sql/migrations/0008_zone_days.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.
