@@ -96,6 +96,18 @@ async fn together<A, B>(
     }
 }
 
+/// A report's side half (on the helper when there is one): the time series
+/// and events by type, the two that merge the most sketches over long
+/// ranges.
+async fn series_and_types(
+    tx: &Transaction<'_>,
+    range: &Range,
+    communities: &Option<Vec<Uuid>>,
+) -> Result<(Vec<Point>, Vec<TypeCount>), ApiError> {
+    let time_series = series(tx, range, communities, &None).await?;
+    Ok((time_series, by_type(tx, range, communities).await?))
+}
+
 /// Events and unique users in the range.
 struct Totals {
     events: i64,
@@ -238,13 +250,10 @@ pub async fn overview(
     let mut reader = Reader::get(&state.pool).await?;
     let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
-    // The series (the longest query over long ranges in zones whose days
-    // are not UTC days) on the helper; the rest on the lead.
-    let side = series(helper.as_ref().unwrap_or(&tx), &range, &communities, &none);
+    let side = series_and_types(helper.as_ref().unwrap_or(&tx), &range, &communities);
     let lead = async {
         let totals = totals(&tx, &range, &communities, &none).await?;
         let active_users = active_users(&tx, &range, &communities).await?;
-        let events_by_type = by_type(&tx, &range, &communities).await?;
         let top_communities = top_list(
             &tx,
             "top_communities",
@@ -261,15 +270,9 @@ pub async fn overview(
         )
         .await?;
         let freshness = freshness(&tx).await?;
-        Ok::<_, ApiError>((
-            totals,
-            active_users,
-            events_by_type,
-            top_communities,
-            freshness,
-        ))
+        Ok::<_, ApiError>((totals, active_users, top_communities, freshness))
     };
-    let (time_series, (totals, active_users, events_by_type, top_communities, freshness)) =
+    let ((time_series, events_by_type), (totals, active_users, top_communities, freshness)) =
         together(helper.is_some(), side, lead).await?;
     Ok(Json(Overview {
         range: range_out(&range),
@@ -308,14 +311,8 @@ pub async fn community(
     let mut reader = Reader::get(&state.pool).await?;
     let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
-    // The series and events by type on the helper; the top lists (which
-    // need the total) and the rest on the lead.
-    let side_tx = helper.as_ref().unwrap_or(&tx);
-    let side = async {
-        let time_series = series(side_tx, &range, &communities, &none).await?;
-        let events_by_type = by_type(side_tx, &range, &communities).await?;
-        Ok::<_, ApiError>((time_series, events_by_type))
-    };
+    // The top lists need the total: on the lead, with the rest.
+    let side = series_and_types(helper.as_ref().unwrap_or(&tx), &range, &communities);
     let lead = async {
         let row = timed(
             "community",

@@ -5,10 +5,11 @@
 //! stores events (`sql/queries/insert_activities.sql`) and marks the UTC days
 //! and hours it wrote to as dirty. The compactor ([`Store::keep_compacted`],
 //! run by every `activity consume`) sums each dirty day that is over into
-//! hour and day rows (and user and entity day rows, for the top lists), and
-//! each dirty hour that is over of today into hour rows, so long ranges read
+//! hour, quarter-day, day, head and tail rows (and user and entity day rows,
+//! for the top lists), and each dirty hour that is over of today into hour
+//! rows, so long ranges read
 //! a few rows per day; queries read a dirty hour from its 15-minute rows
-//! (`activity_tiles()` in `sql/migrations/0003`), so answers are exact
+//! (`activity_tiles()` in `sql/migrations/0008`), so answers are exact
 //! whether or not anything is compacted yet.
 //!
 //! A rebuild recomputes a range after a bug fix or a backfill. It is
