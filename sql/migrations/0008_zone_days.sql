@@ -26,6 +26,23 @@
 -- one grain). A head at 01:00 or 06:00 is the hour or quarter-day row
 -- already there, and is not written twice. Cuts before 01:00 and after
 -- 23:00 are not made (no zone in use today has one).
+-- Quarter-hours of every type together, for the same reason: an hour in a
+-- zone whose offset is not whole hours (Kolkata, Kathmandu) is quarter-hour
+-- rows, one per event type, so a 7-day hourly series in Asia/Kolkata merged
+-- up to 40 sketches an hour (130 ms at 10M events). The compactor also
+-- writes a compacted day's quarter-hours of every type together ('*') as
+-- rows of grain -15 (not 15: the consumer's rows of grain 15 stay one per
+-- type, and a dirty day's, read per type, never meet a stale '*' row);
+-- queries for every type read those for the quarter-hours of clean days.
+--
+-- Days compacted before this migration have neither, so they are marked
+-- dirty here: the compactor compacts them again (from their 15-minute rows,
+-- which outlive archived raw rows), and until then queries read them the
+-- way they did.
+INSERT INTO rollup_dirty_days (day)
+SELECT DISTINCT bucket FROM rollup_events WHERE grain = 1440
+ON CONFLICT DO NOTHING;
+
 CREATE TABLE rollup_zones (
     zone TEXT PRIMARY KEY CHECK (now() AT TIME ZONE zone IS NOT NULL)
 );
@@ -46,7 +63,7 @@ CREATE POLICY api_read ON rollup_day_cuts FOR SELECT TO activity_api USING (true
 
 ALTER TABLE rollup_events DROP CONSTRAINT rollup_events_grain_check,
     ADD CONSTRAINT rollup_events_grain_check
-    CHECK (grain IN (15, 360, 1440) OR (grain BETWEEN -1380 AND 1380 AND grain % 15 = 0 AND abs(grain) >= 60));
+    CHECK (grain IN (-15, 15, 360, 1440) OR (grain BETWEEN -1380 AND 1380 AND grain % 15 = 0 AND abs(grain) >= 60));
 
 -- Every grain the compactor writes (all but 15): deleting a day's
 -- compacted rows as `grain = ANY (activity_compacted_grains())` reads each
@@ -55,7 +72,7 @@ ALTER TABLE rollup_events DROP CONSTRAINT rollup_events_grain_check,
 CREATE FUNCTION activity_compacted_grains() RETURNS SMALLINT[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
 $$ SELECT array_agg(g::smallint ORDER BY g) FROM generate_series(-1380, 1440, 15) AS g
-   WHERE g IN (360, 1440) OR (g BETWEEN -1380 AND 1380 AND abs(g) >= 60) $$;
+   WHERE g IN (-15, 360, 1440) OR (g BETWEEN -1380 AND 1380 AND abs(g) >= 60) $$;
 
 -- The cuts of the UTC day `day` for `zones`: the minutes after its 00:00 at
 -- which a day begins in one of them, between 01:00 and 23:00. (A local
@@ -81,27 +98,36 @@ $$;
 -- row when the range covers it from its start to one of its cuts or from a
 -- cut to its end (a query that ranks rows of a tile, top_communities.sql,
 -- has no ranks of heads and tails and does not ask for them); and
--- otherwise from quarter-day rows and hour rows for its whole hours. A
+-- otherwise from quarter-day rows and hour rows for its whole hours, and
+-- its quarter-hour rows of every type together (grain -15) at the ends
+-- when the query reads `every_type` together (otherwise grain 15). A
 -- dirty day's whole hours are read from their hour rows, except dirty hours
 -- (the current one, or one with events not compacted yet), read from their
 -- 15-minute rows; an hour that is not dirty has current hour rows or no
 -- events at all. The ends of the range are 15-minute rows. All in absolute
 -- time (date_bin, 24 hours), whatever the session's TimeZone.
 DROP FUNCTION activity_tiles(TIMESTAMPTZ, TIMESTAMPTZ);
-CREATE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ, pieces BOOLEAN DEFAULT false)
+CREATE FUNCTION activity_tiles(lo TIMESTAMPTZ, hi TIMESTAMPTZ, pieces BOOLEAN DEFAULT false,
+                               every_type BOOLEAN DEFAULT false)
 RETURNS TABLE (grain SMALLINT, tile_from TIMESTAMPTZ, tile_to TIMESTAMPTZ)
--- PL/pgSQL, not SQL: a SQL function would be inlined and planned as a guess
--- of 1,000 tiles, which made the planner hash-join whole rollup tables
--- instead of reading each tile through the index. Call it with jit off
--- (the API's transactions are): the planner guesses 1,000 rows per
--- generate_series, enough to make it JIT-compile the query (300 ms) for the
--- few rows it reads. Not a SET clause here: with one, each call cost 0.3 ms
--- instead of 0.03 ms inside the API's transactions (measured: a 7-day hourly
--- series took 50 ms instead of 5).
-LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 8 AS $$
-BEGIN
-    RETURN QUERY
-    WITH days AS (
+-- SQL, STRICT: PostgreSQL inlines a plain SQL function into the calling
+-- query, where it was planned as a guess of 1,000 tiles (the planner then
+-- hash-joined whole rollup tables instead of reading each tile through the
+-- index), but never a STRICT one. Not inlined, its statement is planned once
+-- per calling query, without the arguments' values, and that plan serves
+-- every call of the query (a series calls it once per interval). It was
+-- PL/pgSQL, whose cached plan each backend chose on its own history: after
+-- five calls, a generic plan if it looked no dearer than the custom ones so
+-- far, otherwise a custom plan for every call, planned anew (about 1 ms
+-- each: a 90-day series in a backend that had chosen custom plans took 90 ms
+-- more, so the same request was fast or slow by the connection it got).
+-- Call it with jit off (the API's transactions are): the planner guesses
+-- 1,000 rows per generate_series, enough to make it JIT-compile the query
+-- (300 ms) for the few rows it reads; not a SET clause here: with one, each
+-- call cost 0.3 ms instead of 0.03 ms inside the API's transactions.
+LANGUAGE sql STABLE STRICT PARALLEL SAFE ROWS 8 AS $$
+    -- Materialized: each day's marks are looked up once, not once per use.
+    WITH days AS MATERIALIZED (
         SELECT d, greatest(d, lo) AS a, least(d + interval '24 hours', hi) AS b,
                NOT EXISTS (SELECT 1 FROM rollup_dirty_days AS x WHERE x.day = d) AS clean,
                CASE WHEN pieces THEN (SELECT x.cuts FROM rollup_day_cuts AS x WHERE x.day = d) END AS cuts
@@ -131,7 +157,8 @@ BEGIN
                date_bin('6 hours', ha + interval '6 hours' - interval '1 microsecond',
                         TIMESTAMPTZ '2000-01-01 00:00:00+00') AS qa,
                date_bin('6 hours', hb, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS qb,
-               clean AND NOT single AND ha < hb AS partial
+               clean AND NOT single AND ha < hb AS partial,
+               CASE WHEN clean AND every_type THEN -15 ELSE 15 END AS quarter
         FROM hourly
     ),
     hours AS (
@@ -156,9 +183,9 @@ BEGIN
         (1440, s.a, s.b, s.whole),
         ((extract(epoch FROM s.b - s.d) / 60)::integer, s.a, s.b, coalesce(s.head, false)),
         ((extract(epoch FROM s.a - s.d) / 60)::integer - 1440, s.a, s.b, coalesce(s.tail, false)),
-        (15, s.a, s.ha, NOT s.single AND s.ha < s.hb),
-        (15, s.hb, s.b, NOT s.single AND s.ha < s.hb),
-        (15, s.a, s.b, NOT s.single AND s.ha >= s.hb),
+        (s.quarter, s.a, s.ha, NOT s.single AND s.ha < s.hb),
+        (s.quarter, s.hb, s.b, NOT s.single AND s.ha < s.hb),
+        (s.quarter, s.a, s.b, NOT s.single AND s.ha >= s.hb),
         (60, s.ha, s.qa, s.partial AND s.qa < s.qb),
         (360, s.qa, s.qb, s.partial AND s.qa < s.qb),
         (60, s.qb, s.hb, s.partial AND s.qa < s.qb),
@@ -167,6 +194,5 @@ BEGIN
     WHERE t.used AND t.f < t.u
     UNION ALL
     SELECT CASE WHEN r.clean THEN 60 ELSE 15 END::smallint, r.f, r.u
-    FROM runs AS r;
-END
+    FROM runs AS r
 $$;

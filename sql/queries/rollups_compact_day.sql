@@ -1,7 +1,8 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
 -- rows, quarter-day rows (grain 360), day row and heads and tails at its
 -- cuts (sql/migrations/0008_zone_days.sql), per event type and for
--- every type together ('*', rows only compaction writes), each of those
+-- every type together ('*', rows only compaction writes), and into its
+-- quarter-hours of every type together (grain -15), each of those
 -- buckets' communities into rollup_community_ranks, its users and
 -- entities into their day rows (and into their week's rows) (every type together: the top lists'
 -- candidates), and unmarks the day and its hours. Run by rollups.rs after
@@ -13,6 +14,13 @@ WITH quarters AS (
            date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour
     FROM rollup_events
     WHERE grain = 15 AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+),
+-- Quarter-hours of every type together (grain -15, sql/migrations/0008_zone_days.sql).
+every_type_quarters AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT community_id, -15, bucket, '*', sum(events), hll_union_agg(users)
+    FROM quarters
+    GROUP BY community_id, bucket
 ),
 -- Per type: every longer row below is summed from these (a sketch merged
 -- once per hour, not once per 15 minutes).

@@ -409,7 +409,8 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     let client = w.db.client().await;
     let tiles = |from: &str, to: &str| {
         let sql = format!(
-            "SELECT grain::int FROM activity_tiles('{from}', '{to}', pieces => true) ORDER BY tile_from"
+            "SELECT grain::int FROM activity_tiles('{from}', '{to}', pieces => true, every_type => true)
+             ORDER BY tile_from"
         );
         let client = &client;
         async move {
@@ -432,16 +433,21 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         tiles("2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z").await,
         [-1140, 240]
     );
-    // Kathmandu, +05:45, is not listed: 15-minute, hour, quarter-day and
-    // 15-minute tiles.
+    // Kathmandu, +05:45, is not listed: quarter-hour, hour, quarter-day and
+    // quarter-hour tiles, the quarter-hours of every type together (-15).
     assert_eq!(
         tiles("2026-03-09T18:15:00Z", "2026-03-10T18:15:00Z").await,
-        [15, 60, 360, 15]
+        [-15, 60, 360, -15]
     );
-    // Without pieces (the top lists' ranks have none), never a head or tail.
-    let plain: i64 = w
-        .db
-        .count(
+    // An hour in Kolkata: its four quarter-hours of every type together.
+    assert_eq!(
+        tiles("2026-03-09T18:30:00Z", "2026-03-09T19:30:00Z").await,
+        [-15]
+    );
+    // Without pieces (the top lists' ranks have none), never a head or
+    // tail; read per type, quarter-hours of each type.
+    let plain: i64 =
+        w.db.count(
             "SELECT count(*) FROM activity_tiles('2026-03-09T18:30:00Z', '2026-03-10T18:30:00Z')
              WHERE grain NOT IN (15, 60, 360, 1440)",
         )
@@ -859,7 +865,11 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
     assert_eq!(rebuilt.events, w.events.len() as i64);
     let rebuilt_rows = snapshot().await;
     let differ = |a: &[String], b: &[String]| -> Vec<String> {
-        a.iter().filter(|row| !b.contains(row)).take(5).cloned().collect()
+        a.iter()
+            .filter(|row| !b.contains(row))
+            .take(5)
+            .cloned()
+            .collect()
     };
     assert_eq!(
         rebuilt_rows,

@@ -5,7 +5,8 @@ SELECT coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hou
        coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 168))), 0)::bigint AS wau,
        coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 720))), 0)::bigint AS mau
 FROM (VALUES (24), (168), (720)) AS w (hours)
-CROSS JOIN LATERAL activity_tiles($2::timestamptz - make_interval(hours => w.hours), $2::timestamptz, pieces => true) AS t
+CROSS JOIN LATERAL activity_tiles($2::timestamptz - make_interval(hours => w.hours), $2::timestamptz,
+                                      pieces => true, every_type => $4::text IS NULL) AS t
 CROSS JOIN LATERAL (
     SELECT users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))

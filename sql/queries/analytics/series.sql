@@ -20,7 +20,8 @@ WITH slots AS (
 SELECT s.start, coalesce(sum(r.events), 0)::bigint AS events,
        coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
 FROM slots AS s
-LEFT JOIN LATERAL activity_tiles(greatest(s.start, $1::timestamptz), least(s.stop, $2::timestamptz), pieces => true) AS t ON true
+LEFT JOIN LATERAL activity_tiles(greatest(s.start, $1::timestamptz), least(s.stop, $2::timestamptz),
+                                     pieces => true, every_type => $4::text IS NULL) AS t ON true
 LEFT JOIN LATERAL (
     SELECT events, users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
