@@ -26,6 +26,7 @@
 -- one grain). A head at 01:00 or 06:00 is the hour or quarter-day row
 -- already there, and is not written twice. Cuts before 01:00 and after
 -- 23:00 are not made (no zone in use today has one).
+--
 -- Quarter-hours of every type together, for the same reason: an hour in a
 -- zone whose offset is not whole hours (Kolkata, Kathmandu) is quarter-hour
 -- rows, one per event type, so a 7-day hourly series in Asia/Kolkata merged
@@ -44,6 +45,7 @@ SELECT DISTINCT bucket FROM rollup_events WHERE grain = 1440
 ON CONFLICT DO NOTHING;
 
 CREATE TABLE rollup_zones (
+    -- An unknown zone fails the check ("time zone … not recognized").
     zone TEXT PRIMARY KEY CHECK (now() AT TIME ZONE zone IS NOT NULL)
 );
 -- A deployment lists the zones its dashboards use (each cut costs two rows
