@@ -1679,3 +1679,75 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
         .expect("late event");
     check(events, true).await;
 }
+
+/// Upgrading to `0008_zone_days.sql`: a day compacted before it has no
+/// heads, tails nor quarter-hours of every type, so the migration marks it
+/// dirty and the compactor compacts it again, after which it is read the new
+/// way and counts the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_compacted_before_zone_days_are_compacted_again() {
+    let db = TestDb::at_version(7).await;
+    let client = db.client().await;
+    // What a consumer and a compactor of version 7 left: eight quarter-hours
+    // of two types on Mar 9 (18:00 to 20:00 UTC), and the day's row.
+    client
+        .batch_execute(
+            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+             SELECT activity_all_communities(), 15,
+                    TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', t, 1,
+                    hll_add_agg(hll_hash_integer(k), 14)
+             FROM generate_series(0, 7) AS k CROSS JOIN (VALUES ('user.login'), ('github.push')) AS x (t)
+             GROUP BY k, t;
+             INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+             VALUES (activity_all_communities(), 1440, '2026-03-09T00:00:00Z', '*', 16, NULL)",
+        )
+        .await
+        .expect("rows of version 7");
+    activity_consumer::store::migrate::migrate(&db.url, 1)
+        .await
+        .expect("migrate to the latest version");
+    assert_eq!(
+        db.count("SELECT count(*) FROM rollup_dirty_days WHERE day = '2026-03-09T00:00:00Z'")
+            .await,
+        1,
+        "the compacted day is dirty again"
+    );
+    let store = Store::connect(&db.url, 1).expect("store");
+    assert!(store.compact_rollups(Utc::now()).await.expect("compact") >= 1);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM rollup_day_cuts WHERE day = '2026-03-09T00:00:00Z' AND 1110 = ANY (cuts)"
+        )
+        .await,
+        1,
+        "the day is cut at Kolkata's midnight"
+    );
+    let read = |from: &str, to: &str, grains: &str| {
+        format!(
+            "SELECT coalesce(sum(r.events), 0)::bigint FROM activity_tiles('{from}', '{to}', pieces => true, every_type => true) AS t
+             CROSS JOIN LATERAL (SELECT events FROM rollup_events
+                                 WHERE community_id = activity_all_communities() AND grain = t.grain
+                                   AND bucket >= t.tile_from AND bucket < t.tile_to
+                                   AND activity_type_rows(t.grain, event_type, NULL, false)) AS r
+             WHERE t.grain IN ({grains})"
+        )
+    };
+    // An hour in Kolkata, 18:30 to 19:30 UTC: four quarter-hours of both
+    // types, from the rows of every type together.
+    assert_eq!(
+        db.count(&read("2026-03-09T18:30:00Z", "2026-03-09T19:30:00Z", "-15"))
+            .await,
+        8
+    );
+    // Kolkata's Mar 10, from 18:30 UTC on Mar 9: six quarter-hours of both
+    // types, all in the tail of Mar 9.
+    assert_eq!(
+        db.count(&read(
+            "2026-03-09T18:30:00Z",
+            "2026-03-10T18:30:00Z",
+            "-330"
+        ))
+        .await,
+        12
+    );
+}
