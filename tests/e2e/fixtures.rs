@@ -46,15 +46,16 @@ impl TestDb {
     /// On the server at `server` (`postgres://user@host:port`).
     pub async fn on(server: &str) -> Self {
         let name = unique("activity_test");
-        let url = format!("{server}/{name}");
-        activity_consumer::store::migrate::migrate(&url, 1)
+        let db = Self {
+            url: format!("{server}/{name}"),
+            name,
+            server: server.to_owned(),
+        };
+        // Dropped (and its database with it) if this fails.
+        activity_consumer::store::migrate::migrate(&db.url, 1)
             .await
             .expect("migrate a fresh database");
-        Self {
-            name,
-            url,
-            server: server.to_owned(),
-        }
+        db
     }
 
     /// A database as `activity migrate` left it when the last migration
