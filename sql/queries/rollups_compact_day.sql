@@ -68,7 +68,8 @@ pieces AS (
         WHERE hour >= p.bucket AND hour + interval '1 hour' <= p.stop
         UNION ALL
         SELECT community_id, event_type, events, users FROM quarters
-        WHERE bucket >= p.bucket AND bucket < p.stop
+        -- Only a cut inside an hour has a part-hour (not read for the others).
+        WHERE c.cut % 60 <> 0 AND bucket >= p.bucket AND bucket < p.stop
           AND NOT (hour >= p.bucket AND hour + interval '1 hour' <= p.stop)
     ) AS s
     WHERE p.grain NOT IN (60, 360)

@@ -59,61 +59,19 @@ impl TestDb {
     }
 
     /// A database as `activity migrate` left it when the last migration
-    /// was `version` (the files of `sql/migrations/` up to it), for tests
-    /// of what a later migration does to existing data.
-    pub async fn at_version(version: u32) -> Self {
+    /// was `version`, for tests of what a later migration does to existing
+    /// data.
+    pub async fn at_version(version: i32) -> Self {
         let server = server_url();
         let name = unique("activity_test");
-        Self::admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the database");
         let db = Self {
             url: format!("{server}/{name}"),
             name,
             server,
         };
-        let client = db.client().await;
-        client
-            .batch_execute(
-                "SET client_min_messages = warning;
-                 CREATE TABLE schema_migrations (
-                     version INTEGER PRIMARY KEY,
-                     name TEXT NOT NULL,
-                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-                 )",
-            )
+        activity_consumer::store::migrate::migrate_through(&db.url, version, 1)
             .await
-            .expect("schema_migrations");
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/migrations"));
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("sql/migrations")
-            .filter_map(|entry| {
-                entry
-                    .ok()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-            })
-            .collect();
-        files.sort();
-        for file in files {
-            let number: u32 = file
-                .get(..4)
-                .and_then(|n| n.parse().ok())
-                .expect("numbered");
-            if number > version {
-                continue;
-            }
-            let sql = std::fs::read_to_string(dir.join(&file)).expect("migration file");
-            client.batch_execute(&sql).await.expect(&file);
-            client
-                .execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    &[&(number as i32), &file],
-                )
-                .await
-                .expect("record the migration");
-        }
+            .expect("migrate a fresh database that far");
         db
     }
 

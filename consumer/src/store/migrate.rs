@@ -60,6 +60,12 @@ const MIGRATION_LOCK: i64 = 0x6163_7469_7669_7479; // "activity"
 /// applies every pending migration, and creates partitions from last month
 /// to `ahead` months after the current one.
 pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
+    migrate_through(database_url, i32::MAX, ahead).await
+}
+
+/// [`migrate`], applying the pending migrations up to version `last` only
+/// (the tests of what a later migration does to an existing database).
+pub async fn migrate_through(database_url: &str, last: i32, ahead: u32) -> Result<(), StoreError> {
     create_database(database_url).await?;
     let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
     let (mut client, connection) = config.connect(NoTls).await?;
@@ -78,7 +84,7 @@ pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = apply(&mut client).await;
+    let result = apply(&mut client, last).await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -93,8 +99,8 @@ pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    for (version, name, sql) in MIGRATIONS {
+async fn apply(client: &mut tokio_postgres::Client, last: i32) -> Result<(), StoreError> {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(version, ..)| *version <= last) {
         let tx = client.transaction().await?;
         let applied = tx
             .query_opt(
