@@ -6,7 +6,7 @@
 -- day rows read.
 WITH span AS (
     SELECT activity_week($1::timestamptz) AS first,
-           activity_week($2::timestamptz - interval '1 microsecond') + interval '7 days' AS last
+           activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours' AS last
 ),
 days AS (
     SELECT community_id, activity_week(day) AS week, user_id, events

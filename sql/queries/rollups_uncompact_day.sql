@@ -1,5 +1,5 @@
 -- Removes the rows compaction wrote for the UTC day $1 (hour, quarter-day, day, head and tail rows of
--- rollup_events and rollup_community_ranks, day rows of users and entities), and
+-- rollup_events and rollup_community_ranks, not its week's, day rows of users and entities), and
 -- takes the day's user and entity rows out of their week's (sql/migrations/0007), before
 -- rollups_compact_day.sql sums them anew (the week's lock held: rollups.rs).
 WITH events AS (
@@ -8,7 +8,7 @@ WITH events AS (
 ),
 ranks AS (
     DELETE FROM rollup_community_ranks
-    WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
+    WHERE grain = ANY ('{60, 360, 1440}') AND bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '24 hours'
 ),
 -- Reads the day rows as they were before this statement deletes them.
 weeks AS (

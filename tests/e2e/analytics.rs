@@ -453,6 +453,58 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         )
         .await;
     assert_eq!(plain, 0);
+    // A week (from Monday 00:00 UTC) whose 7 days are whole clean days of
+    // the range is one tile of its week rows, in a range in a zone too
+    // (Kolkata: the tail of Mar 1, the week of Mar 2, the head of Mar 9).
+    assert_eq!(
+        tiles("2026-03-02T00:00:00Z", "2026-03-16T00:00:00Z").await,
+        [10080, 10080]
+    );
+    assert_eq!(
+        tiles("2026-03-01T18:30:00Z", "2026-03-09T18:30:00Z").await,
+        [-330, 10080, 1110]
+    );
+    // 168 hours, whatever the session's zone: a New York week across the
+    // end of DST is 169 (it read the next week's rows too).
+    client
+        .batch_execute("SET TimeZone = 'America/New_York'")
+        .await
+        .expect("zone");
+    assert_eq!(
+        tiles("2026-10-26T00:00:00Z", "2026-11-09T00:00:00Z").await,
+        [10080, 10080]
+    );
+    let longer: i64 = client
+        .query_one(
+            "SELECT count(*) FROM activity_tiles('2026-10-26T00:00:00Z', '2026-11-09T00:00:00Z')
+             WHERE tile_to - tile_from <> interval '168 hours'",
+            &[],
+        )
+        .await
+        .expect("weeks")
+        .get(0);
+    assert_eq!(longer, 0, "weeks are 168 hours long");
+    let late_week = ("2026-03-23T00:00:00Z", "2026-03-30T00:00:00Z");
+    assert_eq!(tiles(late_week.0, late_week.1).await, [10080]);
+    // Each clean week's rows are the sums of its day rows.
+    let weeks_off = "SELECT count(*) FROM (
+             SELECT community_id, activity_week(bucket) AS week, event_type, sum(events) AS events,
+                    hll_cardinality(hll_union_agg(users)) AS users
+             FROM rollup_events AS d WHERE grain = 1440
+               AND NOT EXISTS (SELECT 1 FROM rollup_dirty_days AS x
+                               WHERE x.day >= activity_week(d.bucket) AND x.day < activity_week(d.bucket) + interval '168 hours')
+             GROUP BY 1, 2, 3
+         ) AS d
+         FULL JOIN (SELECT community_id, bucket AS week, event_type, events, hll_cardinality(users) AS users
+                    FROM rollup_events WHERE grain = 10080) AS w USING (community_id, week, event_type)
+         WHERE d.events IS DISTINCT FROM w.events OR d.users IS DISTINCT FROM w.users";
+    assert_eq!(w.db.count(weeks_off).await, 0, "week rows = their days");
+    assert!(
+        w.db.count("SELECT count(*) FROM rollup_community_ranks WHERE grain = 10080")
+            .await
+            > 0,
+        "weeks' communities are ranked"
+    );
     check_every_number(&w).await;
 
     // Late events dirty their days again: those are read from 15-minute
@@ -487,6 +539,8 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         2,
         "the late events' days are dirty again"
     );
+    // Its Sunday dirty, the week of Mar 23 is read from its days again.
+    assert!(!tiles(late_week.0, late_week.1).await.contains(&10080));
     check_every_number(&w).await;
 
     // Today, as it goes on: events in the hours up to now; the compactor
@@ -513,6 +567,9 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     }
     store.insert_batch(&recent).await.expect("recent events");
     store.compact_rollups(Utc::now()).await.expect("compact");
+    // Mar 29 compacted again: its week rewritten, with the late events.
+    assert_eq!(tiles(late_week.0, late_week.1).await, [10080]);
+    assert_eq!(w.db.count(weeks_off).await, 0, "week rows = their days");
     let hour = |at: DateTime<Utc>| at.duration_trunc(TimeDelta::hours(1)).expect("hour");
     let current = hour(Utc::now());
     let marked = |at: DateTime<Utc>| {
@@ -837,6 +894,10 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
         "tails at Kolkata's midnight are in the snapshot"
     );
     assert!(
+        kept.iter().any(|row| row.contains(" 10080 ")),
+        "week rows are in the snapshot"
+    );
+    assert!(
         kept.iter().any(|row| row.contains(" cuts {")),
         "each day's cuts are in the snapshot"
     );
@@ -853,6 +914,7 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
             "UPDATE rollup_events SET events = events + 5;
              UPDATE rollup_user_days SET events = events + 5;
              DELETE FROM rollup_community_ranks WHERE grain = 360;
+             UPDATE rollup_community_ranks SET events = 1 WHERE grain = 10080;
              UPDATE rollup_user_weeks SET events = events * 2;
              DELETE FROM rollup_entity_weeks WHERE events = 1;
              DELETE FROM rollup_entity_days WHERE events = 1;
@@ -1358,6 +1420,10 @@ async fn compaction_beside_writers_loses_nothing() {
         "and their communities ranked"
     );
     assert!(
+        compacted.iter().any(|row| row.contains(" 10080 ")),
+        "and their week summed"
+    );
+    assert!(
         compacted
             .iter()
             .any(|row| row.starts_with("week ") && !row.contains("/r")),
@@ -1749,5 +1815,59 @@ async fn days_compacted_before_zone_days_are_compacted_again() {
         ))
         .await,
         12
+    );
+}
+
+/// Upgrading to `0009_week_rows.sql`: the weeks of the days compacted before
+/// it get their week rows (and ranks) from those day rows, but not a week
+/// with a dirty day, which its next compaction writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weeks_of_days_compacted_before_week_rows_are_summed() {
+    let db = TestDb::at_version(8).await;
+    let client = db.client().await;
+    let community = "'00000000-0000-0000-0000-00000000000a'::uuid";
+    // Day rows of version 8: every day of the weeks of Mar 2 and Mar 9, two
+    // events of one user a day ('*' and per type); Mar 12 dirty.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+             SELECT c, 1440, TIMESTAMPTZ '2026-03-02T00:00:00Z' + k * interval '1 day', t, 2,
+                    hll_add_agg(hll_hash_integer(k), 14)
+             FROM generate_series(0, 13) AS k
+             CROSS JOIN (VALUES ({community}), (activity_all_communities())) AS x (c)
+             CROSS JOIN (VALUES ('*'), ('user.login')) AS y (t)
+             GROUP BY c, k, t;
+             INSERT INTO rollup_dirty_days (day) VALUES ('2026-03-12T00:00:00Z');"
+        ))
+        .await
+        .expect("rows of version 8");
+    activity_consumer::store::migrate::migrate(&db.url, 1)
+        .await
+        .expect("migrate to the latest version");
+    let week = |event_type: &str| {
+        format!(
+            "SELECT events || ' ' || round(hll_cardinality(users)) FROM rollup_events
+             WHERE community_id = {community} AND grain = 10080 AND event_type = '{event_type}'
+             ORDER BY bucket"
+        )
+    };
+    for event_type in ["*", "user.login"] {
+        let rows: Vec<String> = client
+            .query(&week(event_type), &[])
+            .await
+            .expect("week rows")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(rows, ["14 7"], "{event_type}: only the clean week");
+    }
+    assert_eq!(
+        db.count(&format!(
+            "SELECT events FROM rollup_community_ranks
+             WHERE grain = 10080 AND bucket = '2026-03-02T00:00:00Z' AND community_id = {community}"
+        ))
+        .await,
+        14,
+        "the week's community is ranked"
     );
 }

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_zone_days.sql",
         include_str!("../../../sql/migrations/0008_zone_days.sql"),
     ),
+    (
+        9,
+        "0009_week_rows.sql",
+        include_str!("../../../sql/migrations/0009_week_rows.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

@@ -6,7 +6,7 @@
 //! and hours it wrote to as dirty. The compactor ([`Store::keep_compacted`],
 //! run by every `activity consume`) sums each dirty day that is over into
 //! hour, quarter-day, day, head and tail rows (and user and entity day rows,
-//! for the top lists), and each dirty hour that is over of today into hour
+//! for the top lists), then its week's rows, and each dirty hour that is over of today into hour
 //! rows, so long ranges read a few rows per day; queries read a dirty hour
 //! from its 15-minute rows (`activity_tiles()` in `sql/migrations/0008`), so
 //! answers are exact whether or not anything is compacted yet.
@@ -107,10 +107,10 @@ impl Store {
         tx.execute(
             "WITH entities AS (
                  DELETE FROM rollup_entity_weeks
-                 WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '7 days'
+                 WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'
              )
              DELETE FROM rollup_user_weeks
-             WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '7 days'",
+             WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'",
             &[&from, &to],
         )
         .await?;
@@ -119,6 +119,7 @@ impl Store {
             &[&from, &to],
         )
         .await?;
+        sum_event_weeks(&tx, from, to).await?;
         tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }
@@ -159,6 +160,7 @@ impl Store {
             }
             if whole_day {
                 compact_day(&tx, at).await?;
+                sum_event_weeks(&tx, at, at + TimeDelta::days(1)).await?;
             } else {
                 compact_hour(&tx, at).await?;
             }
@@ -256,6 +258,32 @@ async fn compact_day(
     tx.query_one(
         include_str!("../../../sql/queries/rollups_compact_day.sql"),
         &[&day],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Replaces the week rows of rollup_events (and their communities' ranks)
+/// of every week `[from, to)` touches with the sums of its day rows, or
+/// with nothing while one of its days is dirty (`sql/migrations/0009`).
+/// The compactor runs it for the day it compacted, holding the week's lock.
+async fn sum_event_weeks(
+    tx: &tokio_postgres::Transaction<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "WITH ranks AS (
+             DELETE FROM rollup_community_ranks
+             WHERE grain = 10080 AND bucket >= activity_week($1) AND bucket < $2
+         )
+         DELETE FROM rollup_events WHERE grain = 10080 AND bucket >= activity_week($1) AND bucket < $2",
+        &[&from, &to],
+    )
+    .await?;
+    tx.query_one(
+        include_str!("../../../sql/queries/rollups_sum_event_weeks.sql"),
+        &[&from, &to],
     )
     .await?;
     Ok(())

@@ -4,8 +4,8 @@
 -- 4 × $5: communities' sizes lie far apart, and every candidate costs a
 -- range read per tile). Counts of every type together: a 15-minute tile's
 -- rows of every type (rest), an hour's, quarter-day's or whole clean day's
--- '*' rows (listed: each its own list, read most active first from
--- rollup_community_ranks, sql/migrations/0006_community_ranks.sql). Events without a community
+-- or week's '*' rows (listed: each its own list, read most active first
+-- from rollup_community_ranks, sql/migrations/0006_community_ranks.sql). Events without a community
 -- are not a community. For a caller limited to some communities ($3 not
 -- NULL) their counts are simply summed, as they are when the list is not
 -- proven or $6 is true (few events: see top_users.sql). $4 is unused (every

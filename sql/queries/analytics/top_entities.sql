@@ -8,8 +8,9 @@ WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
 lists AS MATERIALIZED (
-    SELECT weeks, days
-    FROM activity_week_lists((SELECT coalesce(array_agg(tile_from), '{}') FROM tiles WHERE grain = 1440))
+    SELECT coalesce(array_agg(tile_from) FILTER (WHERE grain = 10080), '{}') AS weeks,
+           coalesce(array_agg(tile_from) FILTER (WHERE grain = 1440), '{}') AS days
+    FROM tiles
 ),
 rest AS MATERIALIZED (
     SELECT r.entity_type, r.entity_id, sum(r.events)::bigint AS events

@@ -3,7 +3,8 @@
 -- of sql/migrations/0003_top_lists.sql, over week lists where it can
 -- (sql/migrations/0007_week_lists.sql). One statement (one snapshot):
 --   weeks      the weeks (Monday 00:00 UTC) whose 7 days are whole clean
---              days of the range: read from their week rows;
+--              days of the range (activity_tiles()' week tiles): read from
+--              their week rows;
 --   days       the other whole clean days: read from their day rows;
 --   rest       every user's exact count outside the whole clean days (the
 --              range's ends, dirty days), from the 15-minute rows;
@@ -24,8 +25,9 @@ WITH tiles AS MATERIALIZED (
     SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
 ),
 lists AS MATERIALIZED (
-    SELECT weeks, days
-    FROM activity_week_lists((SELECT coalesce(array_agg(tile_from), '{}') FROM tiles WHERE grain = 1440))
+    SELECT coalesce(array_agg(tile_from) FILTER (WHERE grain = 10080), '{}') AS weeks,
+           coalesce(array_agg(tile_from) FILTER (WHERE grain = 1440), '{}') AS days
+    FROM tiles
 ),
 rest AS MATERIALIZED (
     SELECT r.user_id, sum(r.events)::bigint AS events
