@@ -6,10 +6,11 @@
 //! and hours it wrote to as dirty. The compactor ([`Store::keep_compacted`],
 //! run by every `activity consume`) sums each dirty day that is over into
 //! hour, quarter-day, day, head and tail rows (and user and entity day rows,
-//! for the top lists), then its week's rows, and each dirty hour that is over of today into hour
-//! rows, so long ranges read a few rows per day; queries read a dirty hour
-//! from its 15-minute rows (`activity_tiles()` in `sql/migrations/0008`), so
-//! answers are exact whether or not anything is compacted yet.
+//! for the top lists), then its week's rows, and each dirty hour that is
+//! over of today into hour rows, so long ranges read a few rows per week or
+//! day; queries read a dirty hour from its 15-minute rows (`activity_tiles()`
+//! in `sql/migrations/0009`), so answers are exact whether or not anything
+//! is compacted yet.
 //!
 //! A rebuild recomputes a range after a bug fix or a backfill. It is
 //! idempotent: rebuilding twice gives the same rows as rebuilding once.
