@@ -409,7 +409,7 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     let client = w.db.client().await;
     let tiles = |from: &str, to: &str| {
         let sql = format!(
-            "SELECT grain::int FROM activity_tiles('{from}', '{to}', pieces => true, every_type => true)
+            "SELECT grain::int FROM activity_tiles(ARRAY['{from}', '{to}']::timestamptz[], pieces => true, every_type => true)
              ORDER BY tile_from"
         );
         let client = &client;
@@ -448,7 +448,7 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     // tail; read per type, quarter-hours of each type.
     let plain: i64 =
         w.db.count(
-            "SELECT count(*) FROM activity_tiles('2026-03-09T18:30:00Z', '2026-03-10T18:30:00Z')
+            "SELECT count(*) FROM activity_tiles('{2026-03-09T18:30:00Z,2026-03-10T18:30:00Z}')
              WHERE grain NOT IN (15, 60, 360, 1440)",
         )
         .await;
@@ -476,7 +476,7 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     );
     let longer: i64 = client
         .query_one(
-            "SELECT count(*) FROM activity_tiles('2026-10-26T00:00:00Z', '2026-11-09T00:00:00Z')
+            "SELECT count(*) FROM activity_tiles('{2026-10-26T00:00:00Z,2026-11-09T00:00:00Z}')
              WHERE tile_to - tile_from <> interval '168 hours'",
             &[],
         )
@@ -541,6 +541,54 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
     );
     // Its Sunday dirty, the week of Mar 23 is read from its days again.
     assert!(!tiles(late_week.0, late_week.1).await.contains(&10080));
+    // A series' intervals are the slots of one call: each gets exactly the
+    // tiles a call of its own gives it (clean, dirty, cut and uncut days,
+    // weeks, both DST changes, a half-hour and an unlisted zone).
+    for tz in [
+        "UTC",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Australia/Sydney",
+    ] {
+        for (interval, from, to) in [
+            ("day", "2026-02-26T07:15:00Z", "2026-04-06T13:45:00Z"),
+            ("hour", "2026-03-26T21:30:00Z", "2026-03-31T02:15:00Z"),
+            ("week", "2026-02-20T00:00:00Z", "2026-04-20T00:00:00Z"),
+            ("month", "2026-01-15T00:00:00Z", "2026-11-20T00:00:00Z"),
+        ] {
+            client
+                .batch_execute(&format!("SET TimeZone = '{tz}'"))
+                .await
+                .expect("zone");
+            let row = client
+                .query_one(
+                    "WITH starts AS (
+                         SELECT row_number() OVER (ORDER BY s)::integer AS slot, s
+                         FROM generate_series(date_trunc($3, $1::timestamptz), $2::timestamptz - interval '1 microsecond',
+                                              ('1 ' || $3)::interval) AS s
+                     ),
+                     b AS (SELECT array_agg(greatest(s, $1::timestamptz) ORDER BY slot) || $2::timestamptz AS bounds
+                           FROM starts),
+                     together AS (SELECT t.* FROM b, activity_tiles(b.bounds, pieces => true, every_type => true) AS t),
+                     alone AS (
+                         SELECT i AS slot, t.grain, t.tile_from, t.tile_to
+                         FROM b, generate_series(1, cardinality(b.bounds) - 1) AS i,
+                              activity_tiles(ARRAY[b.bounds[i], b.bounds[i + 1]], pieces => true, every_type => true) AS t
+                     )
+                     SELECT (SELECT count(DISTINCT slot) FROM alone),
+                            (SELECT count(*) FROM ((SELECT * FROM together EXCEPT ALL SELECT * FROM alone)
+                                                   UNION ALL
+                                                   (SELECT * FROM alone EXCEPT ALL SELECT * FROM together)) AS d)",
+                    &[&utc(from), &utc(to), &interval],
+                )
+                .await
+                .expect("series tiles");
+            let (slots, differ): (i64, i64) = (row.get(0), row.get(1));
+            assert!(slots >= 3, "{tz} {interval}: {slots} slots");
+            assert_eq!(differ, 0, "{tz} {interval}: series tiles differ");
+        }
+    }
     check_every_number(&w).await;
 
     // Today, as it goes on: events in the hours up to now; the compactor
@@ -1790,7 +1838,7 @@ async fn days_compacted_before_zone_days_are_compacted_again() {
     );
     let read = |from: &str, to: &str, grains: &str| {
         format!(
-            "SELECT coalesce(sum(r.events), 0)::bigint FROM activity_tiles('{from}', '{to}', pieces => true, every_type => true) AS t
+            "SELECT coalesce(sum(r.events), 0)::bigint FROM activity_tiles(ARRAY['{from}', '{to}']::timestamptz[], pieces => true, every_type => true) AS t
              CROSS JOIN LATERAL (SELECT events FROM rollup_events
                                  WHERE community_id = activity_all_communities() AND grain = t.grain
                                    AND bucket >= t.tile_from AND bucket < t.tile_to

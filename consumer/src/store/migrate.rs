@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_week_rows.sql",
         include_str!("../../../sql/migrations/0009_week_rows.sql"),
     ),
+    (
+        10,
+        "0010_series_tiles.sql",
+        include_str!("../../../sql/migrations/0010_series_tiles.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

@@ -1,12 +1,15 @@
 -- Daily, weekly and monthly active users as of $2: distinct users (sketched)
--- in the 24 hours, 7 days and 30 days before it. $1 is unused (kept for one
--- parameter list).
-SELECT coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 24))), 0)::bigint AS dau,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 168))), 0)::bigint AS wau,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE w.hours = 720))), 0)::bigint AS mau
-FROM (VALUES (24), (168), (720)) AS w (hours)
-CROSS JOIN LATERAL activity_tiles($2::timestamptz - make_interval(hours => w.hours), $2::timestamptz,
-                                      pieces => true, every_type => $4::text IS NULL) AS t
+-- in the 24 hours, 7 days and 30 days before it, read as three consecutive
+-- slots of one activity_tiles() call (the 23 days before the week, the 6
+-- before the last day, the last day), so that each row is read once: the
+-- DAU is the last slot's users, the WAU the last two's, the MAU all three's.
+-- $1 is unused (kept for one parameter list).
+SELECT coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE t.slot = 3))), 0)::bigint AS dau,
+       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE t.slot >= 2))), 0)::bigint AS wau,
+       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS mau
+FROM activity_tiles(ARRAY[$2::timestamptz - interval '720 hours', $2::timestamptz - interval '168 hours',
+                          $2::timestamptz - interval '24 hours', $2::timestamptz],
+                    pieces => true, every_type => $4::text IS NULL) AS t
 CROSS JOIN LATERAL (
     SELECT users FROM rollup_events
     WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))

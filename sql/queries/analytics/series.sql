@@ -3,12 +3,11 @@
 -- range, empty ones too. Hours are absolute hours aligned to the zone's
 -- offset (date_bin), so the repeated hour when clocks go back is two
 -- buckets, not one; days, weeks and months are calendar ones (date_trunc and
--- calendar arithmetic), 23 or 25 hours long across a DST change. Each
--- interval, clipped to the range, is read tile by tile (activity_tiles()).
-WITH slots AS (
-    SELECT start,
-           start + CASE $5::text WHEN 'hour' THEN interval '1 hour' WHEN 'day' THEN interval '1 day'
-                                 WHEN 'week' THEN interval '1 week' ELSE interval '1 month' END AS stop
+-- calendar arithmetic), 23 or 25 hours long across a DST change. The
+-- intervals, clipped to the range, are the slots of one activity_tiles()
+-- call (sql/migrations/0010_series_tiles.sql), each read tile by tile.
+WITH slots AS MATERIALIZED (
+    SELECT row_number() OVER (ORDER BY start)::integer AS slot, start
     FROM generate_series(
         CASE WHEN $5::text = 'hour' THEN date_bin('1 hour', $1::timestamptz, date_trunc('day', $1::timestamptz))
              ELSE date_trunc($5::text, $1::timestamptz) END,
@@ -16,18 +15,29 @@ WITH slots AS (
         CASE $5::text WHEN 'hour' THEN interval '1 hour' WHEN 'day' THEN interval '1 day'
                       WHEN 'week' THEN interval '1 week' ELSE interval '1 month' END
     ) AS start
+),
+-- Slot i is [bounds[i], bounds[i + 1]): each interval's start, the first
+-- clipped to the range, then the range's end.
+tiles AS MATERIALIZED (
+    SELECT t.slot, t.grain, t.tile_from, t.tile_to
+    FROM (SELECT array_agg(greatest(start, $1::timestamptz) ORDER BY slot) || $2::timestamptz AS bounds
+          FROM slots) AS b
+    CROSS JOIN LATERAL activity_tiles(b.bounds, pieces => true, every_type => $4::text IS NULL) AS t
+),
+counted AS (
+    SELECT t.slot, r.events, r.users
+    FROM tiles AS t
+    CROSS JOIN LATERAL (
+        SELECT events, users FROM rollup_events
+        WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
+          AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
+          AND activity_type_rows(t.grain, event_type, $4::text, false)
+        OFFSET 0  -- one index range per tile (README)
+    ) AS r
 )
 SELECT s.start, coalesce(sum(r.events), 0)::bigint AS events,
        coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
 FROM slots AS s
-LEFT JOIN LATERAL activity_tiles(greatest(s.start, $1::timestamptz), least(s.stop, $2::timestamptz),
-                                     pieces => true, every_type => $4::text IS NULL) AS t ON true
-LEFT JOIN LATERAL (
-    SELECT events, users FROM rollup_events
-    WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-      AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-      AND activity_type_rows(t.grain, event_type, $4::text, false)
-    OFFSET 0  -- one index range per tile (README)
-) AS r ON true
+LEFT JOIN counted AS r ON r.slot = s.slot
 GROUP BY s.start
 ORDER BY s.start

@@ -11,7 +11,7 @@
 -- proven or $6 is true (few events: see top_users.sql). $4 is unused (every
 -- event type).
 WITH tiles AS MATERIALIZED (
-    SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
+    SELECT grain, tile_from, tile_to FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz])
 ),
 listed AS MATERIALIZED (
     SELECT t.grain, b AS bucket

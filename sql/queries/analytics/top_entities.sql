@@ -5,7 +5,7 @@
 -- explains the steps). $6: sum every count at once (few events). $4 is
 -- unused (entity rows are not kept per event type).
 WITH tiles AS MATERIALIZED (
-    SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
+    SELECT grain, tile_from, tile_to FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz])
 ),
 lists AS MATERIALIZED (
     SELECT coalesce(array_agg(tile_from) FILTER (WHERE grain = 10080), '{}') AS weeks,

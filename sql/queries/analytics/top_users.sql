@@ -22,7 +22,7 @@
 -- than reading each list; analytics-api/src/routes.rs). $4 is unused (day
 -- and week rows are every type together).
 WITH tiles AS MATERIALIZED (
-    SELECT grain, tile_from, tile_to FROM activity_tiles($1::timestamptz, $2::timestamptz)
+    SELECT grain, tile_from, tile_to FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz])
 ),
 lists AS MATERIALIZED (
     SELECT coalesce(array_agg(tile_from) FILTER (WHERE grain = 10080), '{}') AS weeks,
