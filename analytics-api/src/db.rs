@@ -26,16 +26,25 @@ const STATEMENT_TIMEOUT: &str = "5s";
 ///
 /// Memory for each sort or hash of the top-list queries, which may
 /// aggregate a few hundred thousand rollup rows (spilling to disk at
-/// PostgreSQL's default of 4 MB). Only for them ([`for_top_lists`]): with it
-/// set for the whole transaction, each `activity_tiles()` call cost ten
-/// times as much (measured: a 7-day hourly series 62 ms instead of 8 ms).
+/// PostgreSQL's default of 4 MB). Only for them ([`with_top_list_memory`]):
+/// with it set for the whole transaction, each `activity_tiles()` call cost
+/// ten times as much (measured: a 7-day hourly series 62 ms instead of 8 ms,
+/// before `activity_tiles()` fixed its own `work_mem` in
+/// `sql/migrations/0010_series_tiles.sql`).
 const TOP_LIST_WORK_MEM: &str = "SET LOCAL work_mem = '32MB'";
+const USUAL_WORK_MEM: &str = "SET LOCAL work_mem TO DEFAULT";
 
-/// Gives the rest of `tx` the memory the top-list queries need: the
-/// endpoints run every other query before.
-pub async fn for_top_lists(tx: &Transaction<'_>) -> Result<(), ApiError> {
+/// Runs `query` (a top list) with the memory the top lists need, then gives
+/// the rest of `tx` the usual amount again, so a report's queries may run in
+/// any order.
+pub async fn with_top_list_memory<T>(
+    tx: &Transaction<'_>,
+    query: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
     tx.batch_execute(TOP_LIST_WORK_MEM).await?;
-    Ok(())
+    let result = query.await?;
+    tx.batch_execute(USUAL_WORK_MEM).await?;
+    Ok(result)
 }
 
 pub async fn scoped<'a>(

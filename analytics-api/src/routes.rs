@@ -11,7 +11,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
-use crate::db::{for_top_lists, scoped, timed, Reader};
+use crate::db::{scoped, timed, with_top_list_memory, Reader};
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{parse_uuid, Cursor, Range, RawParams};
 use crate::reports::*;
@@ -51,10 +51,9 @@ fn range_out(range: &Range) -> RangeOut {
 const SUM_EVERY_COUNT_BELOW: i64 = 20_000;
 
 /// Runs a top-list query (`sql/queries/analytics/top_*.sql`) with the
-/// memory those need, summing every count at once when the range holds
-/// fewer than [`SUM_EVERY_COUNT_BELOW`] events (`total_events`). Run after
-/// the endpoint's other queries (see [`for_top_lists`]). `item` reads one
-/// row of the list.
+/// memory those need ([`with_top_list_memory`]), summing every count at once
+/// when the range holds fewer than [`SUM_EVERY_COUNT_BELOW`] events
+/// (`total_events`). `item` reads one row of the list.
 async fn top_list<T>(
     tx: &Transaction<'_>,
     name: &'static str,
@@ -63,26 +62,24 @@ async fn top_list<T>(
     total_events: i64,
     item: impl Fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Vec<T>, ApiError> {
-    for_top_lists(tx).await?;
     let none: Option<String> = None;
     let direct = total_events < SUM_EVERY_COUNT_BELOW;
-    Ok(timed(
-        name,
-        tx.query(
-            sql,
-            &[&range.from, &range.to, communities, &none, &limit, &direct],
-        ),
-    )
-    .await?
-    .iter()
-    .map(item)
-    .collect::<Result<_, _>>()?)
+    let rows = with_top_list_memory(tx, async {
+        Ok(timed(
+            name,
+            tx.query(
+                sql,
+                &[&range.from, &range.to, communities, &none, &limit, &direct],
+            ),
+        )
+        .await?)
+    })
+    .await?;
+    Ok(rows.iter().map(item).collect::<Result<_, _>>()?)
 }
 
 /// Runs a report's two halves: at once when `side` has its own transaction
-/// (`parallel`), otherwise one after the other on the lead's, `side` first
-/// (the lead's top lists raise `work_mem` for the rest of its transaction,
-/// which slows the series: see [`for_top_lists`]).
+/// (`parallel`), otherwise one after the other on the lead's.
 async fn together<A, B>(
     parallel: bool,
     side: impl std::future::Future<Output = Result<A, ApiError>>,
@@ -311,25 +308,48 @@ pub async fn community(
     let mut reader = Reader::get(&state.pool).await?;
     let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
-    // The top lists need the total: on the lead, with the rest.
-    let side = series_and_types(helper.as_ref().unwrap_or(&tx), &range, &communities);
-    let lead = async {
-        let row = timed(
-            "community",
-            tx.query_opt(
-                include_str!("../../sql/queries/analytics/community.sql"),
-                &[&id],
-            ),
+    // First the community and the total, which both top lists need; then
+    // two halves of about equal length (measured at 10M events, a 90-day
+    // report of the largest community: series 20 ms, top entities 18,
+    // active users 6; top users 31, events by type 10).
+    let row = timed(
+        "community",
+        tx.query_opt(
+            include_str!("../../sql/queries/analytics/community.sql"),
+            &[&id],
+        ),
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
+    let info = CommunityInfo {
+        id,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    };
+    let totals = totals(&tx, &range, &communities, &none).await?;
+    let side = async {
+        let on = helper.as_ref().unwrap_or(&tx);
+        let time_series = series(on, &range, &communities, &None).await?;
+        let active_users = active_users(on, &range, &communities).await?;
+        let top_entities = top_list(
+            on,
+            "top_entities",
+            include_str!("../../sql/queries/analytics/top_entities.sql"),
+            (&range, &communities, limit),
+            totals.events,
+            |row| {
+                Ok(EntityCount {
+                    entity_type: row.try_get("entity_type")?,
+                    entity_id: row.try_get("entity_id")?,
+                    events: row.try_get("events")?,
+                })
+            },
         )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no community {id}")))?;
-        let info = CommunityInfo {
-            id,
-            name: row.try_get("name")?,
-            created_at: row.try_get("created_at")?,
-        };
-        let totals = totals(&tx, &range, &communities, &none).await?;
-        let active_users = active_users(&tx, &range, &communities).await?;
+        .await?;
+        Ok::<_, ApiError>((time_series, active_users, top_entities))
+    };
+    let lead = async {
+        let events_by_type = by_type(&tx, &range, &communities).await?;
         let top_users = top_list(
             &tx,
             "top_users",
@@ -344,35 +364,11 @@ pub async fn community(
             },
         )
         .await?;
-        let top_entities = top_list(
-            &tx,
-            "top_entities",
-            include_str!("../../sql/queries/analytics/top_entities.sql"),
-            (&range, &communities, limit),
-            totals.events,
-            |row| {
-                Ok(EntityCount {
-                    entity_type: row.try_get("entity_type")?,
-                    entity_id: row.try_get("entity_id")?,
-                    events: row.try_get("events")?,
-                })
-            },
-        )
-        .await?;
         let freshness = freshness(&tx).await?;
-        Ok::<_, ApiError>((
-            info,
-            totals,
-            active_users,
-            top_users,
-            top_entities,
-            freshness,
-        ))
+        Ok::<_, ApiError>((events_by_type, top_users, freshness))
     };
-    let (
-        (time_series, events_by_type),
-        (info, totals, active_users, top_users, top_entities, freshness),
-    ) = together(helper.is_some(), side, lead).await?;
+    let ((time_series, active_users, top_entities), (events_by_type, top_users, freshness)) =
+        together(helper.is_some(), side, lead).await?;
     Ok(Json(CommunityReport {
         community: info,
         range: range_out(&range),

@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_series_tiles.sql",
         include_str!("../../../sql/migrations/0010_series_tiles.sql"),
     ),
+    (
+        11,
+        "0011_unique_users_aggregate.sql",
+        include_str!("../../../sql/migrations/0011_unique_users_aggregate.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

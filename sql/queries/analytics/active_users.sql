@@ -4,9 +4,9 @@
 -- before the last day, the last day), so that each row is read once: the
 -- DAU is the last slot's users, the WAU the last two's, the MAU all three's.
 -- $1 is unused (kept for one parameter list).
-SELECT coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE t.slot = 3))), 0)::bigint AS dau,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users) FILTER (WHERE t.slot >= 2))), 0)::bigint AS wau,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS mau
+SELECT coalesce(round(activity_unique_users(r.users) FILTER (WHERE t.slot = 3)), 0)::bigint AS dau,
+       coalesce(round(activity_unique_users(r.users) FILTER (WHERE t.slot >= 2)), 0)::bigint AS wau,
+       coalesce(round(activity_unique_users(r.users)), 0)::bigint AS mau
 FROM activity_tiles(ARRAY[$2::timestamptz - interval '720 hours', $2::timestamptz - interval '168 hours',
                           $2::timestamptz - interval '24 hours', $2::timestamptz],
                     pieces => true, every_type => $4::text IS NULL) AS t

@@ -1,6 +1,6 @@
 -- Events (exact) and unique users (sketched) per event type ($4: only that one).
 SELECT r.event_type, sum(r.events)::bigint AS events,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
+       coalesce(round(activity_unique_users(r.users)), 0)::bigint AS unique_users
 FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz], pieces => true) AS t
 CROSS JOIN LATERAL (
     SELECT event_type, events, users FROM rollup_events

@@ -36,7 +36,7 @@ counted AS (
     ) AS r
 )
 SELECT s.start, coalesce(sum(r.events), 0)::bigint AS events,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
+       coalesce(round(activity_unique_users(r.users)), 0)::bigint AS unique_users
 FROM slots AS s
 LEFT JOIN counted AS r ON r.slot = s.slot
 GROUP BY s.start

@@ -3,7 +3,7 @@
 -- read tile by tile (activity_tiles()): for every type, a 15-minute tile's
 -- rows of each type, a longer tile's rows of every type together ('*').
 SELECT coalesce(sum(r.events), 0)::bigint AS events,
-       coalesce(round(hll_cardinality(hll_union_agg(r.users))), 0)::bigint AS unique_users
+       coalesce(round(activity_unique_users(r.users)), 0)::bigint AS unique_users
 FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz], pieces => true, every_type => $4::text IS NULL) AS t
 CROSS JOIN LATERAL (
     SELECT events, users FROM rollup_events
