@@ -1355,6 +1355,34 @@ async fn sketched_unique_users_stay_close_to_exact_at_scale() {
         );
     }
     shutdown.cancel();
+    // activity_unique_users() (0011) gives exactly the extension's own
+    // hll_cardinality(hll_union_agg(...)), for groups of every size (one
+    // sketch, a few, all of them; explicit, sparse and full ones), and NULL
+    // over no rows as it does.
+    let differ = db
+        .count(
+            "SELECT count(*) FROM (
+                 SELECT activity_unique_users(users) AS ours,
+                        hll_cardinality(hll_union_agg(users)) AS theirs
+                 FROM rollup_events
+                 GROUP BY GROUPING SETS ((community_id, grain, bucket, event_type),
+                                         (community_id, grain, date_bin('1 hour', bucket, '2000-01-01')),
+                                         (community_id), ())
+                 UNION ALL
+                 SELECT activity_unique_users(users), hll_cardinality(hll_union_agg(users))
+                 FROM rollup_events WHERE false
+             ) AS g
+             WHERE ours IS DISTINCT FROM theirs",
+        )
+        .await;
+    assert_eq!(
+        differ, 0,
+        "activity_unique_users() = hll_cardinality(hll_union_agg())"
+    );
+    let groups = db
+        .count("SELECT count(*) FROM rollup_events WHERE grain = 15")
+        .await;
+    assert!(groups > 90, "{groups} quarter-hour rows compared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
