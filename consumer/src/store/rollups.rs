@@ -9,7 +9,7 @@
 //! for the top lists), then its week's rows, and each dirty hour that is
 //! over of today into hour rows, so long ranges read a few rows per week or
 //! day; queries read a dirty hour from its 15-minute rows (`activity_tiles()`
-//! in `sql/migrations/0009`), so answers are exact whether or not anything
+//! in `sql/migrations/0010`), so answers are exact whether or not anything
 //! is compacted yet.
 //!
 //! A rebuild recomputes a range after a bug fix or a backfill. It is
