@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_unique_users_aggregate.sql",
         include_str!("../../../sql/migrations/0011_unique_users_aggregate.sql"),
     ),
+    (
+        12,
+        "0012_covering_rollup_keys.sql",
+        include_str!("../../../sql/migrations/0012_covering_rollup_keys.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.
