@@ -1947,3 +1947,92 @@ async fn weeks_of_days_compacted_before_week_rows_are_summed() {
         "the week's community is ranked"
     );
 }
+
+/// Migration 0012 rebuilds the 15-minute user and entity rows' keys with
+/// `events` included: every row is kept, and the top lists read a range's
+/// ends (the 15-minute rows of a day they do not cover whole) from the keys
+/// alone, without visiting the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_lists_read_the_ends_of_a_range_from_the_keys() {
+    let db = TestDb::at_version(11).await;
+    let client = db.client().await;
+    // Rows of version 11: 200 quarter-hours of Mar 2-4, one user and one
+    // entity each, k events in the k-th.
+    client
+        .batch_execute(
+            "INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
+             SELECT '00000000-0000-0000-0000-00000000000a',
+                    TIMESTAMPTZ '2026-03-02T00:00:00Z' + k * interval '15 minutes',
+                    md5(k::text)::uuid, 'user.login', k
+             FROM generate_series(1, 200) AS k;
+             INSERT INTO rollup_entities (community_id, bucket, entity_type, entity_id, events)
+             SELECT '00000000-0000-0000-0000-00000000000a',
+                    TIMESTAMPTZ '2026-03-02T00:00:00Z' + k * interval '15 minutes',
+                    'repository', 'r' || k, k
+             FROM generate_series(1, 200) AS k;",
+        )
+        .await
+        .expect("rows of version 11");
+    activity_consumer::store::migrate::migrate(&db.url, 1)
+        .await
+        .expect("migrate to the latest version");
+    for table in ["rollup_users", "rollup_entities"] {
+        assert_eq!(
+            db.count(&format!("SELECT sum(events)::bigint FROM {table}"))
+                .await,
+            20_100,
+            "{table}: every row kept"
+        );
+    }
+    // All-visible, as autovacuum leaves rows no longer written to. The
+    // tables are tiny, so the planner is held to index paths: the question
+    // is whether the key alone answers.
+    client
+        .batch_execute("VACUUM ANALYZE rollup_users, rollup_entities")
+        .await
+        .expect("vacuum");
+    client
+        .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off; SET jit = off")
+        .await
+        .expect("index paths only");
+    let from = utc("2026-03-02T06:00:00Z");
+    let to = utc("2026-03-03T00:00:00Z");
+    let communities = vec![Uuid::from_u128(0xa)];
+    let none: Option<String> = None;
+    for (table, sql) in [
+        (
+            "rollup_users",
+            include_str!("../../sql/queries/analytics/top_users.sql"),
+        ),
+        (
+            "rollup_entities",
+            include_str!("../../sql/queries/analytics/top_entities.sql"),
+        ),
+    ] {
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}"),
+                &[&from, &to, &communities, &none, &10_i64, &false],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("Index Only Scan using {table}_pkey on {table}")),
+            "{table} read from its key:\n{plan}"
+        );
+        assert!(
+            plan.lines()
+                .filter(|line| line.contains("Heap Fetches:"))
+                .all(|line| line.trim_end().ends_with("Heap Fetches: 0")),
+            "{table} read without visiting the table:\n{plan}"
+        );
+        assert!(
+            plan.contains("Heap Fetches: 0"),
+            "the scan reported its heap fetches:\n{plan}"
+        );
+    }
+}
