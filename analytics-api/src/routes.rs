@@ -309,9 +309,13 @@ pub async fn community(
     let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
     // First the community and the total, which both top lists need; then
-    // two halves of about equal length (measured at 10M events, a 90-day
-    // report of the largest community: series 20 ms, top entities 18,
-    // active users 6; top users 31, events by type 10).
+    // two halves (measured at 10M events, the API's means over 90-day daily
+    // and 7-day hourly reports of the largest community: series 18 ms,
+    // active users 5, top entities 15; events by type 8, top users 20).
+    // Series, active users and events by type on one side, the two top
+    // lists on the other, was no faster: 42-46 ms instead of 38-49 for the
+    // daily reports, 30-33 instead of 26-29 for the hourly ones outside
+    // Asia/Kolkata (bench/analytics-probe, best of 5).
     let row = timed(
         "community",
         tx.query_opt(
