@@ -172,6 +172,7 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
     let mut endpoints = serde_json::Map::new();
     for endpoint in ["overview", "community", "user", "events"] {
         let mut times = Vec::with_capacity(args.requests);
+        let mut slowest: Vec<(f64, String)> = Vec::with_capacity(args.requests);
         for _ in 0..args.requests {
             let days: i64 = *[1, 7, 30, 90].get(rng.gen_range(0..4)).unwrap_or(&30);
             let interval = if days <= 7 && rng.gen_bool(0.5) {
@@ -209,12 +210,22 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
                 .await?;
             let status = response.status();
             let body = response.bytes().await?;
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            times.push(ms);
             if !status.is_success() {
                 anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
             }
+            slowest.push((ms, path));
         }
-        endpoints.insert(endpoint.into(), percentiles(times));
+        let mut figures = percentiles(times);
+        // The requests above p95, slowest first: what sets the tail.
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        slowest.truncate(args.requests / 20);
+        figures["slowest"] = slowest
+            .into_iter()
+            .map(|(ms, path)| json!({"ms": round3(ms), "path": path}))
+            .collect();
+        endpoints.insert(endpoint.into(), figures);
     }
     let _ = api.kill().await;
 

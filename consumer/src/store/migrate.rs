@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0012_covering_rollup_keys.sql",
         include_str!("../../../sql/migrations/0012_covering_rollup_keys.sql"),
     ),
+    (
+        13,
+        "0013_tile_rows.sql",
+        include_str!("../../../sql/migrations/0013_tile_rows.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

@@ -28,10 +28,9 @@ counted AS (
     SELECT t.slot, r.events, r.users
     FROM tiles AS t
     CROSS JOIN LATERAL (
-        SELECT events, users FROM rollup_events
-        WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-          AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-          AND activity_type_rows(t.grain, event_type, $4::text, false)
+        SELECT events, users
+        FROM activity_tile_rows(coalesce($3::uuid[], ARRAY[activity_all_communities()]),
+                                t.grain, t.tile_from, t.tile_to, $4::text)
         OFFSET 0  -- one index range per tile (README)
     ) AS r
 )

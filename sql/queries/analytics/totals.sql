@@ -6,9 +6,8 @@ SELECT coalesce(sum(r.events), 0)::bigint AS events,
        coalesce(round(activity_unique_users(r.users)), 0)::bigint AS unique_users
 FROM activity_tiles(ARRAY[$1::timestamptz, $2::timestamptz], pieces => true, every_type => $4::text IS NULL) AS t
 CROSS JOIN LATERAL (
-    SELECT events, users FROM rollup_events
-    WHERE community_id = ANY (coalesce($3::uuid[], ARRAY[activity_all_communities()]))
-      AND grain = t.grain AND bucket >= t.tile_from AND bucket < t.tile_to
-      AND activity_type_rows(t.grain, event_type, $4::text, false)
+    SELECT events, users
+    FROM activity_tile_rows(coalesce($3::uuid[], ARRAY[activity_all_communities()]),
+                            t.grain, t.tile_from, t.tile_to, $4::text)
     OFFSET 0  -- one index range per tile (README)
 ) AS r
