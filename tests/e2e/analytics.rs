@@ -1867,10 +1867,7 @@ async fn days_compacted_before_zone_days_are_compacted_again() {
     let read = |from: &str, to: &str, grains: &str| {
         format!(
             "SELECT coalesce(sum(r.events), 0)::bigint FROM activity_tiles(ARRAY['{from}', '{to}']::timestamptz[], pieces => true, every_type => true) AS t
-             CROSS JOIN LATERAL (SELECT events FROM rollup_events
-                                 WHERE community_id = activity_all_communities() AND grain = t.grain
-                                   AND bucket >= t.tile_from AND bucket < t.tile_to
-                                   AND activity_type_rows(t.grain, event_type, NULL, false)) AS r
+             CROSS JOIN LATERAL activity_tile_rows(NULL, t.grain, t.tile_from, t.tile_to, NULL) AS r
              WHERE t.grain IN ({grains})"
         )
     };

@@ -12,8 +12,7 @@ FROM activity_tiles(ARRAY[$2::timestamptz - interval '720 hours', $2::timestampt
                     pieces => true, every_type => $4::text IS NULL) AS t
 CROSS JOIN LATERAL (
     SELECT users
-    FROM activity_tile_rows(coalesce($3::uuid[], ARRAY[activity_all_communities()]),
-                            t.grain, t.tile_from, t.tile_to, $4::text)
+    FROM activity_tile_rows($3::uuid[], t.grain, t.tile_from, t.tile_to, $4::text)
     OFFSET 0  -- one index range per tile (README)
 ) AS r
 WHERE $1::timestamptz IS NOT NULL

@@ -29,8 +29,7 @@ counted AS (
     FROM tiles AS t
     CROSS JOIN LATERAL (
         SELECT events, users
-        FROM activity_tile_rows(coalesce($3::uuid[], ARRAY[activity_all_communities()]),
-                                t.grain, t.tile_from, t.tile_to, $4::text)
+        FROM activity_tile_rows($3::uuid[], t.grain, t.tile_from, t.tile_to, $4::text)
         OFFSET 0  -- one index range per tile (README)
     ) AS r
 )
