@@ -1,9 +1,10 @@
 -- Sums the 15-minute rollup_events rows of the UTC day $1 into its hour
 -- rows, quarter-day rows (grain 360), day row and heads and tails at its
 -- cuts (sql/migrations/0008_zone_days.sql), per event type and for
--- every type together ('*', rows only compaction writes), and into its
--- quarter-hours of every type together (grain -15), each of those
--- buckets' communities into rollup_community_ranks, its users and
+-- every type together ('*', rows only compaction writes), each of those
+-- buckets' communities into rollup_community_ranks, the day's quarter-hours
+-- and half-hours of every type together (grains -15 and 30,
+-- sql/migrations/0014_half_hours.sql), its users and
 -- entities into their day rows (and into their week's rows) (every type together: the top lists'
 -- candidates), and unmarks the day and its hours. Run by rollups.rs after
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's
@@ -21,6 +22,14 @@ every_type_quarters AS (
     SELECT community_id, -15, bucket, '*', sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY community_id, bucket
+),
+-- Half-hours of every type together (grain 30, sql/migrations/0014_half_hours.sql).
+every_type_halves AS (
+    INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+    SELECT community_id, 30, date_bin('30 minutes', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00'), '*',
+           sum(events), hll_union_agg(users)
+    FROM quarters
+    GROUP BY 1, 3
 ),
 -- Per type: every longer row below is summed from these (a sketch merged
 -- once per hour, not once per 15 minutes).

@@ -433,15 +433,25 @@ async fn every_number_equals_the_one_computed_from_raw_events() {
         tiles("2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z").await,
         [-1140, 240]
     );
-    // Kathmandu, +05:45, is not listed: quarter-hour, hour, quarter-day and
-    // quarter-hour tiles, the quarter-hours of every type together (-15).
+    // Kathmandu, +05:45, is not listed: quarter-hour, half-hour, hour,
+    // quarter-day and quarter-hour tiles, the quarter- and half-hours of
+    // every type together (-15, 30).
     assert_eq!(
         tiles("2026-03-09T18:15:00Z", "2026-03-10T18:15:00Z").await,
-        [-15, 60, 360, -15]
+        [-15, 30, 60, 360, -15]
     );
-    // An hour in Kolkata: its four quarter-hours of every type together.
+    // An hour in Kolkata: two half-hours of every type together (one tile:
+    // [18:30, 19:30) of grain 30); a quarter-hour range is its one row.
     assert_eq!(
         tiles("2026-03-09T18:30:00Z", "2026-03-09T19:30:00Z").await,
+        [30]
+    );
+    assert_eq!(
+        tiles("2026-03-09T18:15:00Z", "2026-03-09T19:45:00Z").await,
+        [-15, 30, -15]
+    );
+    assert_eq!(
+        tiles("2026-03-09T18:15:00Z", "2026-03-09T18:30:00Z").await,
         [-15]
     );
     // Without pieces (the top lists' ranks have none), never a head or
@@ -1822,6 +1832,62 @@ async fn top_lists_are_exact_whether_pruned_or_summed() {
     check(events, true).await;
 }
 
+/// Upgrading to `0014_half_hours.sql`: the days compacted before it get
+/// their half-hours of every type, summed from their quarter-hours of every
+/// type (events and sketches), so an hour in Kolkata reads the same after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_hours_are_summed_for_days_compacted_before_them() {
+    let db = TestDb::at_version(13).await;
+    let client = db.client().await;
+    // Six quarter-hours of every type together (18:00 to 19:30 UTC on a
+    // compacted day), each with its own users and 2^k events.
+    client
+        .batch_execute(
+            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+             SELECT activity_all_communities(), -15,
+                    TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', '*', 1 << k,
+                    hll_add_agg(hll_hash_integer(100 * k + u), 14)
+             FROM generate_series(0, 5) AS k CROSS JOIN generate_series(1, 10 + k) AS u
+             GROUP BY k",
+        )
+        .await
+        .expect("rows of version 13");
+    let hour = "SELECT sum(events)::bigint, round(activity_unique_users(users))::bigint FROM rollup_events
+                WHERE grain = $1 AND bucket >= '2026-03-09T18:30:00Z' AND bucket < '2026-03-09T19:30:00Z'";
+    let before = client.query_one(hour, &[&-15i16]).await.expect("quarters");
+    activity_consumer::store::migrate::migrate(&db.url, 1)
+        .await
+        .expect("migrate to the latest version");
+    let halves = client
+        .query(
+            "SELECT bucket, events FROM rollup_events WHERE grain = 30 ORDER BY bucket",
+            &[],
+        )
+        .await
+        .expect("half-hours")
+        .iter()
+        .map(|row| (row.get::<_, DateTime<Utc>>(0), row.get::<_, i64>(1)))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        halves,
+        [
+            (utc("2026-03-09T18:00:00Z"), 1 + 2),
+            (utc("2026-03-09T18:30:00Z"), 4 + 8),
+            (utc("2026-03-09T19:00:00Z"), 16 + 32),
+        ]
+    );
+    let after = client.query_one(hour, &[&30i16]).await.expect("halves");
+    assert_eq!(
+        (after.get::<_, i64>(0), after.get::<_, i64>(1)),
+        (before.get::<_, i64>(0), before.get::<_, i64>(1))
+    );
+    assert_eq!(
+        after.get::<_, i64>(1),
+        12 + 13 + 14 + 15,
+        "exact below 1,000 users"
+    );
+}
+
 /// Upgrading to `0008_zone_days.sql`: a day compacted before it has no
 /// heads, tails nor quarter-hours of every type, so the migration marks it
 /// dirty and the compactor compacts it again, after which it is read the new
@@ -1872,9 +1938,9 @@ async fn days_compacted_before_zone_days_are_compacted_again() {
         )
     };
     // An hour in Kolkata, 18:30 to 19:30 UTC: four quarter-hours of both
-    // types, from the rows of every type together.
+    // types, from the two half-hours of every type together.
     assert_eq!(
-        db.count(&read("2026-03-09T18:30:00Z", "2026-03-09T19:30:00Z", "-15"))
+        db.count(&read("2026-03-09T18:30:00Z", "2026-03-09T19:30:00Z", "30"))
             .await,
         8
     );

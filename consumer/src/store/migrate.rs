@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0013_tile_rows.sql",
         include_str!("../../../sql/migrations/0013_tile_rows.sql"),
     ),
+    (
+        14,
+        "0014_half_hours.sql",
+        include_str!("../../../sql/migrations/0014_half_hours.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.
