@@ -1888,6 +1888,55 @@ async fn half_hours_are_summed_for_days_compacted_before_them() {
     );
 }
 
+/// A compactor of a version before `0014_half_hours.sql` running after the
+/// migration (during a rollout) compacts a day without its half-hours: the
+/// compactor of this version marks such a day dirty and compacts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_compacted_without_half_hours_are_compacted_again() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    // Eight quarter-hours of two types on Mar 9 (18:00 to 20:00 UTC), as a
+    // consumer writes them, and the day marked dirty.
+    client
+        .batch_execute(
+            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+             SELECT activity_all_communities(), 15,
+                    TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', t, 1,
+                    hll_add_agg(hll_hash_integer(k), 14)
+             FROM generate_series(0, 7) AS k CROSS JOIN (VALUES ('user.login'), ('github.push')) AS x (t)
+             GROUP BY k, t;
+             INSERT INTO rollup_dirty_days (day) VALUES ('2026-03-09T00:00:00Z')",
+        )
+        .await
+        .expect("quarter-hours");
+    let store = Store::connect(&db.url, 1).expect("store");
+    assert_eq!(store.compact_rollups(Utc::now()).await.expect("compact"), 1);
+    let halves = "SELECT count(*) FROM rollup_events WHERE grain = 30";
+    assert_eq!(db.count(halves).await, 4, "18:00, 18:30, 19:00, 19:30");
+    // What an earlier compactor leaves: the day compacted, no half-hours.
+    client
+        .batch_execute("DELETE FROM rollup_events WHERE grain = 30")
+        .await
+        .expect("an earlier compactor");
+    assert_eq!(
+        store.compact_rollups(Utc::now()).await.expect("compact"),
+        1,
+        "the day is compacted again"
+    );
+    assert_eq!(db.count(halves).await, 4);
+    assert_eq!(
+        db.count(
+            "SELECT sum(events)::bigint FROM rollup_events
+             WHERE grain = 30 AND bucket >= '2026-03-09T18:30:00Z' AND bucket < '2026-03-09T19:30:00Z'"
+        )
+        .await,
+        8,
+        "an hour in Kolkata: four quarter-hours of two types"
+    );
+    // Nothing to do once every compacted day has them.
+    assert_eq!(store.compact_rollups(Utc::now()).await.expect("compact"), 0);
+}
+
 /// Upgrading to `0008_zone_days.sql`: a day compacted before it has no
 /// heads, tails nor quarter-hours of every type, so the migration marks it
 /// dirty and the compactor compacts it again, after which it is read the new
