@@ -1888,6 +1888,16 @@ async fn half_hours_are_summed_for_days_compacted_before_them() {
     );
 }
 
+/// Eight quarter-hours of two types on Mar 9 (18:00 to 20:00 UTC) for every
+/// community together, one event and one user each, as a consumer writes them.
+const MAR_9_QUARTER_HOURS: &str =
+    "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
+     SELECT activity_all_communities(), 15,
+            TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', t, 1,
+            hll_add_agg(hll_hash_integer(k), 14)
+     FROM generate_series(0, 7) AS k CROSS JOIN (VALUES ('user.login'), ('github.push')) AS x (t)
+     GROUP BY k, t";
+
 /// A compactor of a version before `0014_half_hours.sql` running after the
 /// migration (during a rollout) compacts a day without its half-hours: the
 /// compactor of this version marks such a day dirty and compacts it again.
@@ -1898,15 +1908,10 @@ async fn days_compacted_without_half_hours_are_compacted_again() {
     // Eight quarter-hours of two types on Mar 9 (18:00 to 20:00 UTC), as a
     // consumer writes them, and the day marked dirty.
     client
-        .batch_execute(
-            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-             SELECT activity_all_communities(), 15,
-                    TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', t, 1,
-                    hll_add_agg(hll_hash_integer(k), 14)
-             FROM generate_series(0, 7) AS k CROSS JOIN (VALUES ('user.login'), ('github.push')) AS x (t)
-             GROUP BY k, t;
-             INSERT INTO rollup_dirty_days (day) VALUES ('2026-03-09T00:00:00Z')",
-        )
+        .batch_execute(&format!(
+            "{MAR_9_QUARTER_HOURS};
+             INSERT INTO rollup_dirty_days (day) VALUES ('2026-03-09T00:00:00Z')"
+        ))
         .await
         .expect("quarter-hours");
     let store = Store::connect(&db.url, 1).expect("store");
@@ -1948,16 +1953,11 @@ async fn days_compacted_before_zone_days_are_compacted_again() {
     // What a consumer and a compactor of version 7 left: eight quarter-hours
     // of two types on Mar 9 (18:00 to 20:00 UTC), and the day's row.
     client
-        .batch_execute(
-            "INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-             SELECT activity_all_communities(), 15,
-                    TIMESTAMPTZ '2026-03-09T18:00:00Z' + k * interval '15 minutes', t, 1,
-                    hll_add_agg(hll_hash_integer(k), 14)
-             FROM generate_series(0, 7) AS k CROSS JOIN (VALUES ('user.login'), ('github.push')) AS x (t)
-             GROUP BY k, t;
+        .batch_execute(&format!(
+            "{MAR_9_QUARTER_HOURS};
              INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
-             VALUES (activity_all_communities(), 1440, '2026-03-09T00:00:00Z', '*', 16, NULL)",
-        )
+             VALUES (activity_all_communities(), 1440, '2026-03-09T00:00:00Z', '*', 16, NULL)"
+        ))
         .await
         .expect("rows of version 7");
     activity_consumer::store::migrate::migrate(&db.url, 1)
