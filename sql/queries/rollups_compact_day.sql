@@ -110,10 +110,13 @@ user_days AS (
     SELECT community_id, $1::timestamptz, user_id, events FROM day_users
 ),
 -- Added to the week's rows (rollups_uncompact_day.sql took the day's old
--- rows out of them).
+-- rows out of them), when $2 is true: a rebuild passes false and sums its
+-- weeks once at the end (rollups_sum_weeks.sql), instead of updating each
+-- week row once per day of it.
 user_weeks AS (
     INSERT INTO rollup_user_weeks AS w (community_id, week, user_id, events)
     SELECT community_id, activity_week($1::timestamptz), user_id, events FROM day_users
+    WHERE $2::boolean
     ON CONFLICT (community_id, user_id, week) DO UPDATE SET events = w.events + excluded.events
 ),
 -- From the raw rows (the day's partition, by created_at): an index on
@@ -133,6 +136,7 @@ entity_days AS (
 entity_weeks AS (
     INSERT INTO rollup_entity_weeks AS w (community_id, week, entity_type, entity_id, events)
     SELECT community_id, activity_week($1::timestamptz), entity_type, entity_id, events FROM day_entities
+    WHERE $2::boolean
     ON CONFLICT (community_id, entity_type, entity_id, week) DO UPDATE SET events = w.events + excluded.events
 ),
 unmarked AS (

@@ -100,7 +100,7 @@ impl Store {
             .duration_trunc(TimeDelta::days(1))
             .map_err(StoreError::config)?;
         while day < to {
-            compact_day(&tx, day).await?;
+            compact_day(&tx, day, Weeks::SummedAfter).await?;
             day += TimeDelta::days(1);
         }
         // Every week touched, summed again from its day rows (the
@@ -160,7 +160,7 @@ impl Store {
                 continue;
             }
             if whole_day {
-                compact_day(&tx, at).await?;
+                compact_day(&tx, at, Weeks::Adjusted).await?;
                 sum_event_weeks(&tx, at, at + TimeDelta::days(1)).await?;
             } else {
                 compact_hour(&tx, at).await?;
@@ -238,12 +238,27 @@ async fn compact_hour(
     Ok(())
 }
 
+/// What compacting a day does to its week's user and entity rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Weeks {
+    /// Takes the day's old rows out of them and adds its new ones (the
+    /// compactor).
+    Adjusted,
+    /// Leaves them alone: the caller deletes them and sums them from their
+    /// day rows once every day is compacted (a rebuild; updating each week
+    /// row once per day of its week took longer and left its two indexes
+    /// mostly empty pages).
+    SummedAfter,
+}
+
 /// Replaces the hour and day rows of one UTC day with the sums of its
 /// 15-minute rows, and unmarks it and its hours.
 async fn compact_day(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
+    weeks: Weeks,
 ) -> Result<(), StoreError> {
+    let adjust_weeks = weeks == Weeks::Adjusted;
     // Compactors of two days of one week take turns: both change the
     // week's user rows, row by row, and would otherwise deadlock.
     tx.execute(
@@ -253,12 +268,12 @@ async fn compact_day(
     .await?;
     tx.execute(
         include_str!("../../../sql/queries/rollups_uncompact_day.sql"),
-        &[&day],
+        &[&day, &adjust_weeks],
     )
     .await?;
     tx.query_one(
         include_str!("../../../sql/queries/rollups_compact_day.sql"),
-        &[&day],
+        &[&day, &adjust_weeks],
     )
     .await?;
     Ok(())
