@@ -2,7 +2,9 @@
 //!
 //! `admin` reads everything; `community_admin` only the communities in its
 //! `communities` claim; `user` only `/user/{sub}`. Only HS256 is accepted
-//! (`alg: none` and every other algorithm are refused), `exp` is required.
+//! (`alg: none` and every other algorithm are refused), `exp` is required,
+//! `nbf` is honoured when present, and the reserved UUIDs
+//! ([`activity_core::event::is_reserved`]) are refused in `communities`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -96,12 +98,25 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
-        if claims.role == Role::User && Uuid::parse_str(&claims.sub).is_err() {
+        if claims
+            .communities
+            .iter()
+            .any(|id| activity_core::event::is_reserved(*id))
+        {
             return Err(ApiError::Unauthorized(
-                "invalid token: a user token's sub must be the user's UUID".into(),
+                "invalid token: communities must not hold the nil or the max UUID (both are reserved)"
+                    .into(),
+            ));
+        }
+        let user_id = Uuid::parse_str(&claims.sub).ok();
+        if claims.role == Role::User && user_id.is_none_or(activity_core::event::is_reserved) {
+            return Err(ApiError::Unauthorized(
+                "invalid token: a user token's sub must be the user's UUID (not a reserved one)"
+                    .into(),
             ));
         }
         Ok(Caller {

@@ -19,6 +19,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A path the API has, asked with a method it does not answer.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The database cannot answer now (down, overloaded, timed out).
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] Option<tokio_postgres::Error>),
@@ -35,7 +38,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `unauthorized`, `forbidden`,
-    /// `bad_request`, `not_found`, `unavailable`, `internal`.
+    /// `bad_request`, `not_found`, `method_not_allowed`, `unavailable`,
+    /// `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -47,6 +51,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

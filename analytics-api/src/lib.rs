@@ -31,6 +31,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 pub use auth::{Claims, Keys, Role};
+use error::ApiError;
 
 /// What a request handler can reach.
 #[derive(Clone)]
@@ -67,9 +68,31 @@ pub enum BuildError {
     info(title = "Activity Tracker analytics API", version = "1"),
     paths(routes::overview, routes::community, routes::user, routes::events),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &EachEndpointsParams)
 )]
 pub struct ApiDoc;
+
+/// Lists on each endpoint only the query parameters it takes
+/// ([`params::Endpoint::takes`]): the handlers share one parameter struct.
+struct EachEndpointsParams;
+
+impl Modify for EachEndpointsParams {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for endpoint in params::Endpoint::ALL {
+            let operation = openapi
+                .paths
+                .paths
+                .get_mut(endpoint.path())
+                .and_then(|item| item.get.as_mut());
+            if let Some(parameters) = operation.and_then(|o| o.parameters.as_mut()) {
+                parameters.retain(|p| {
+                    p.parameter_in != utoipa::openapi::path::ParameterIn::Query
+                        || endpoint.takes().contains(&p.name.as_str())
+                });
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -144,6 +167,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::readyz))
         .route_layer(axum::middleware::from_fn(measure))
         .route("/metrics", get(render_metrics))
+        // Unknown paths and methods get the SPEC's error body too.
+        .fallback(|| async {
+            ApiError::NotFound(
+                "no such path: the endpoints are listed in /api/v1/openapi.json".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this path answers GET (and HEAD) only".into())
+        })
         .with_state(state)
 }
 

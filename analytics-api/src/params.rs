@@ -36,14 +36,61 @@ pub struct RawParams {
     pub interval: Option<String>,
     /// IANA time zone for the buckets (default `UTC`), e.g. `Asia/Kolkata`.
     pub tz: Option<String>,
-    /// Length of top lists and timeline pages: 1 to 100, default 10.
+    /// Length of top lists and timeline pages: 1 to 100, default 10 (not `/events`).
     pub limit: Option<String>,
     /// Timeline page to continue from (`/user/{id}`), as returned in `next_cursor`.
     pub cursor: Option<String>,
-    /// Only this event type (`/events`).
+    /// Only this event type (`/events` only).
     pub event_type: Option<String>,
-    /// Only this community (`/events`).
+    /// Only this community, which the caller must be allowed to read
+    /// (`/overview`, `/user/{id}` and `/events`).
     pub community_id: Option<String>,
+}
+
+/// The four endpoints, and the parameters of [`RawParams`] each takes. One
+/// sent to an endpoint that does not take it is refused (400, naming where it
+/// applies) rather than ignored: ignoring `community_id` on `/events`' sibling
+/// `/community/{id}`, or `event_type` on `/overview`, would answer another
+/// question than the one asked. Names not in [`RawParams`] are ignored, as on
+/// the web (cache busters). The OpenAPI document lists each endpoint's own
+/// (`lib.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Overview,
+    Community,
+    User,
+    Events,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 4] = [Self::Overview, Self::Community, Self::User, Self::Events];
+
+    /// The route, as in the OpenAPI document.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Overview => "/api/v1/analytics/overview",
+            Self::Community => "/api/v1/analytics/community/{id}",
+            Self::User => "/api/v1/analytics/user/{id}",
+            Self::Events => "/api/v1/analytics/events",
+        }
+    }
+
+    pub fn takes(self) -> &'static [&'static str] {
+        match self {
+            Self::Overview => &["from", "to", "interval", "tz", "limit", "community_id"],
+            Self::Community => &["from", "to", "interval", "tz", "limit"],
+            Self::User => &[
+                "from",
+                "to",
+                "interval",
+                "tz",
+                "limit",
+                "cursor",
+                "community_id",
+            ],
+            Self::Events => &["from", "to", "interval", "tz", "event_type", "community_id"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +122,35 @@ pub struct Range {
 }
 
 impl RawParams {
+    /// Refuses a parameter `endpoint` does not take ([`Endpoint`]).
+    pub fn check_for(&self, endpoint: Endpoint) -> Result<(), ApiError> {
+        let sent = [
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("interval", self.interval.is_some()),
+            ("tz", self.tz.is_some()),
+            ("limit", self.limit.is_some()),
+            ("cursor", self.cursor.is_some()),
+            ("event_type", self.event_type.is_some()),
+            ("community_id", self.community_id.is_some()),
+        ];
+        for (name, present) in sent {
+            if present && !endpoint.takes().contains(&name) {
+                let elsewhere: Vec<&str> = Endpoint::ALL
+                    .iter()
+                    .filter(|e| e.takes().contains(&name))
+                    .map(|e| e.path())
+                    .collect();
+                return Err(ApiError::BadRequest(format!(
+                    "{name} does not apply to {}; it applies to {}",
+                    endpoint.path(),
+                    elsewhere.join(" and ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn range(&self, now: DateTime<Utc>) -> Result<Range, ApiError> {
         let to = match &self.to {
             Some(text) => parse_time("to", text)?,
@@ -209,20 +285,41 @@ impl Cursor {
 }
 
 pub fn parse_uuid(name: &str, text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| {
+    let id = Uuid::parse_str(text).map_err(|_| {
         ApiError::BadRequest(format!("{name} must be a UUID, not {:?}", truncate(text)))
-    })
+    })?;
+    if activity_core::event::is_reserved(id) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must not be the nil or the max UUID (both are reserved)"
+        )));
+    }
+    Ok(id)
 }
 
+/// An RFC 3339 timestamp of the years 1678 to 2261 (what a range's
+/// 15-minute widening can compute, in nanoseconds); a leap second (`:60`)
+/// is the instant after it, which is what it ends at.
 fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
+    let at = DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
             ApiError::BadRequest(format!(
                 "{name} must be an RFC 3339 timestamp such as 2026-01-31T00:00:00Z, not {:?}",
                 truncate(text)
             ))
-        })
+        })?;
+    if !(1678..=2261).contains(&at.year()) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be in the years 1678 to 2261, not {:?}",
+            truncate(text)
+        )));
+    }
+    let nanos = at.timestamp_subsec_nanos();
+    if nanos < 1_000_000_000 {
+        return Ok(at);
+    }
+    DateTime::from_timestamp(at.timestamp() + 1, nanos - 1_000_000_000)
+        .ok_or_else(|| ApiError::BadRequest(format!("{name}: no such instant")))
 }
 
 /// Echoed values are cut short: a hostile parameter is not mirrored whole.

@@ -13,16 +13,35 @@ use uuid::Uuid;
 use crate::auth::{Caller, Role};
 use crate::db::{scoped, timed, with_top_list_memory, Reader};
 use crate::error::{ApiError, ErrorBody};
-use crate::params::{parse_uuid, Cursor, Range, RawParams};
+use crate::params::{parse_uuid, Cursor, Endpoint, Range, RawParams};
 use crate::reports::*;
 use crate::AppState;
 
 type Params = Result<Query<RawParams>, QueryRejection>;
 
-fn params(params: Params) -> Result<RawParams, ApiError> {
-    params
+fn params(params: Params, endpoint: Endpoint) -> Result<RawParams, ApiError> {
+    let raw = params
         .map(|Query(p)| p)
-        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    raw.check_for(endpoint)?;
+    Ok(raw)
+}
+
+/// The communities a report covers: only the one the caller asked for with
+/// `community_id` (403 when it may not read it; a `user` reads only its own
+/// rows anyway), or else `otherwise`.
+fn narrowed(
+    caller: &Caller,
+    asked: Option<Uuid>,
+    otherwise: Option<Vec<Uuid>>,
+) -> Result<Option<Vec<Uuid>>, ApiError> {
+    match asked {
+        Some(id) if caller.role != Role::User && !caller.may_read_community(id) => Err(
+            ApiError::Forbidden(format!("this token may not read community {id}")),
+        ),
+        Some(id) => Ok(Some(vec![id])),
+        None => Ok(otherwise),
+    }
 }
 
 fn path_id(name: &str, id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
@@ -240,10 +259,10 @@ pub async fn overview(
             "a user token may only read /user/{its own id}".into(),
         ));
     }
-    let raw = params(raw)?;
+    let raw = params(raw, Endpoint::Overview)?;
     let range = raw.range(Utc::now())?;
     let limit = raw.limit()?;
-    let communities = caller.community_scope();
+    let communities = narrowed(&caller, raw.community_id()?, caller.community_scope())?;
     let mut reader = Reader::get(&state.pool).await?;
     let (tx, helper) = reader.scoped(&caller, range.tz.name()).await?;
     let none: Option<String> = None;
@@ -301,7 +320,7 @@ pub async fn community(
             "this token may not read community {id}"
         )));
     }
-    let raw = params(raw)?;
+    let raw = params(raw, Endpoint::Community)?;
     let range = raw.range(Utc::now())?;
     let limit = raw.limit()?;
     let communities = Some(vec![id]);
@@ -405,7 +424,7 @@ pub async fn user(
             "a user token may only read its own activity".into(),
         ));
     }
-    let raw = params(raw)?;
+    let raw = params(raw, Endpoint::User)?;
     let range = raw.range(Utc::now())?;
     let limit = raw.limit()?;
     let cursor = raw.cursor()?;
@@ -413,6 +432,7 @@ pub async fn user(
         Role::CommunityAdmin => caller.community_scope(),
         Role::Admin | Role::User => None,
     };
+    let communities = narrowed(&caller, raw.community_id()?, communities)?;
     let mut client = state.pool.get().await?;
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
     let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
@@ -514,19 +534,11 @@ pub async fn events(
             "a user token may only read /user/{its own id}".into(),
         ));
     }
-    let raw = params(raw)?;
+    let raw = params(raw, Endpoint::Events)?;
     let range = raw.range(Utc::now())?;
     let event_type = raw.event_type()?;
     let community_id = raw.community_id()?;
-    let communities = match community_id {
-        Some(id) if !caller.may_read_community(id) => {
-            return Err(ApiError::Forbidden(format!(
-                "this token may not read community {id}"
-            )))
-        }
-        Some(id) => Some(vec![id]),
-        None => caller.community_scope(),
-    };
+    let communities = narrowed(&caller, community_id, caller.community_scope())?;
     let mut client = state.pool.get().await?;
     let tx = scoped(&mut client, &caller, range.tz.name()).await?;
     let totals = totals(&tx, &range, &communities, &event_type).await?;

@@ -42,8 +42,8 @@ pub enum ValidationError {
     Missing(&'static str),
     #[error("`{field}` is not a UUID: {value:?}")]
     InvalidUuid { field: &'static str, value: String },
-    #[error("`{0}` must not be the nil UUID")]
-    NilUuid(&'static str),
+    #[error("`{0}` must not be the nil or the max UUID (both are reserved)")]
+    ReservedUuid(&'static str),
     #[error(
         "event_type {0:?} must match ^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$ and be at most 64 bytes"
     )]
@@ -84,7 +84,7 @@ impl ValidationError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Missing(_) => "missing_field",
-            Self::InvalidUuid { .. } | Self::NilUuid(_) => "bad_uuid",
+            Self::InvalidUuid { .. } | Self::ReservedUuid(_) => "bad_uuid",
             Self::EventType(_) => "bad_event_type",
             Self::TooLong { .. } => "too_long",
             Self::Nul(_) => "nul_character",
@@ -117,9 +117,17 @@ fn parse_uuid(field: &'static str, value: &str) -> Result<Uuid, ValidationError>
     })
 }
 
-fn non_nil(field: &'static str, id: Uuid) -> Result<Uuid, ValidationError> {
-    if id.is_nil() {
-        Err(ValidationError::NilUuid(field))
+/// The nil and the max UUID are never ids: the rollups count events without
+/// a community under the nil one and every community together under the max
+/// one (`sql/migrations/0002_rollups_and_rls.sql`), so an event or a caller
+/// naming either would read or write those rows.
+pub fn is_reserved(id: Uuid) -> bool {
+    id.is_nil() || id.is_max()
+}
+
+fn not_reserved(field: &'static str, id: Uuid) -> Result<Uuid, ValidationError> {
+    if is_reserved(id) {
+        Err(ValidationError::ReservedUuid(field))
     } else {
         Ok(id)
     }
@@ -132,9 +140,9 @@ macro_rules! uuid_newtype {
         pub struct $name(Uuid);
 
         impl $name {
-            /// Accepts any UUID but the nil one.
+            /// Accepts any UUID but the reserved ones ([`is_reserved`]).
             pub fn parse(id: Uuid) -> Result<Self, ValidationError> {
-                non_nil($field, id).map(Self)
+                not_reserved($field, id).map(Self)
             }
 
             /// Parses the textual form (any case, with or without hyphens).
@@ -620,11 +628,18 @@ mod tests {
     }
 
     #[test]
-    fn nil_and_malformed_uuids_are_rejected() {
+    fn reserved_and_malformed_uuids_are_rejected() {
         let nil = NewEvent::new("user.login")
             .user(Uuid::nil())
             .validate(now());
-        assert_eq!(nil.unwrap_err(), ValidationError::NilUuid("user_id"));
+        assert_eq!(nil.unwrap_err(), ValidationError::ReservedUuid("user_id"));
+        let max = NewEvent::new("user.login")
+            .community(Uuid::max())
+            .validate(now());
+        assert_eq!(
+            max.unwrap_err(),
+            ValidationError::ReservedUuid("community_id")
+        );
         let raw = RawEvent::from_json(json!({"event_type": "user.login", "community_id": "nope"}))
             .unwrap()
             .into_new_event();

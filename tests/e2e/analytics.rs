@@ -4,11 +4,15 @@
 //! isolation is attacked through the API and through PostgreSQL alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
+use activity_analytics_api::auth::Caller;
 use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
 use activity_consumer::Store;
 use activity_core::{ActivityEvent, NewEvent};
-use chrono::{DateTime, Datelike, Days, DurationRound, NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Days, DurationRound, NaiveDate, TimeDelta, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -248,10 +252,10 @@ impl<'a> Expected<'a> {
             .len() as i64
     }
 
-    fn series(&self, interval: &str, tz: Tz, from: DateTime<Utc>) -> BTreeMap<String, (i64, i64)> {
+    fn series(&self, interval: &str, tz: Tz) -> BTreeMap<String, (i64, i64)> {
         let mut buckets: HashMap<DateTime<Utc>, (i64, HashSet<Uuid>)> = HashMap::new();
         for e in &self.events {
-            let entry = buckets.entry(slot(e.at, interval, tz, from)).or_default();
+            let entry = buckets.entry(slot(e.at, interval, tz)).or_default();
             entry.0 += 1;
             if let Some(u) = e.user {
                 entry.1.insert(u);
@@ -309,8 +313,32 @@ fn midnight(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The last instant at or before `at` at which `tz`'s clock shows a whole
+/// hour (the repeated hour when clocks go back is two hours; an hour whose
+/// part is skipped, as on Lord Howe Island, is shorter or longer).
+fn hour_start(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    let local = at.with_timezone(&tz).naive_local();
+    let mut hour = local
+        .date()
+        .and_hms_opt(local.time().hour(), 0, 0)
+        .expect("a whole hour");
+    loop {
+        let instants: Vec<DateTime<Utc>> = match tz.from_local_datetime(&hour) {
+            chrono::LocalResult::Single(t) => vec![t.with_timezone(&Utc)],
+            chrono::LocalResult::Ambiguous(a, b) => {
+                vec![a.with_timezone(&Utc), b.with_timezone(&Utc)]
+            }
+            chrono::LocalResult::None => vec![],
+        };
+        if let Some(start) = instants.into_iter().filter(|t| *t <= at).max() {
+            return start;
+        }
+        hour -= TimeDelta::hours(1);
+    }
+}
+
 /// The start of the interval holding `at`, computed with chrono-tz.
-fn slot(at: DateTime<Utc>, interval: &str, tz: Tz, from: DateTime<Utc>) -> DateTime<Utc> {
+fn slot(at: DateTime<Utc>, interval: &str, tz: Tz) -> DateTime<Utc> {
     let date = at.with_timezone(&tz).date_naive();
     match interval {
         "day" => midnight(tz, date),
@@ -319,10 +347,7 @@ fn slot(at: DateTime<Utc>, interval: &str, tz: Tz, from: DateTime<Utc>) -> DateT
             date - Days::new(u64::from(date.weekday().num_days_from_monday())),
         ),
         "month" => midnight(tz, date.with_day(1).expect("first of month")),
-        "hour" => {
-            let origin = midnight(tz, from.with_timezone(&tz).date_naive());
-            origin + TimeDelta::hours((at - origin).num_seconds().div_euclid(3600))
-        }
+        "hour" => hour_start(at, tz),
         other => panic!("unknown interval {other}"),
     }
 }
@@ -697,6 +722,8 @@ async fn check_every_number(w: &World) {
         ("2026-10-31T00:00:00Z", "2026-11-02T12:00:00Z", "hour"),
         ("2026-03-07T06:15:00Z", "2026-03-09T20:45:00Z", "hour"),
         ("2026-03-28T13:30:00Z", "2026-10-26T07:45:00Z", "week"),
+        // Lord Howe Island's clocks go back 30 minutes at 15:00 UTC on Apr 4.
+        ("2026-04-04T10:15:00Z", "2026-04-05T00:00:00Z", "hour"),
     ];
     let zones = [
         Tz::UTC,
@@ -704,6 +731,7 @@ async fn check_every_number(w: &World) {
         Tz::Europe__Berlin,
         Tz::Asia__Kolkata,
         Tz::Asia__Kathmandu,
+        Tz::Australia__Lord_Howe,
     ];
     for (from, to, interval) in cases {
         let (from, to) = (utc(from), utc(to));
@@ -725,11 +753,7 @@ async fn check_every_number(w: &World) {
                     Some(expected.unique_users()),
                     "{what}"
                 );
-                assert_eq!(
-                    series_of(&body),
-                    expected.series(interval, tz, from),
-                    "{what}"
-                );
+                assert_eq!(series_of(&body), expected.series(interval, tz), "{what}");
                 assert_eq!(by_type_of(&body), expected.by_type(), "{what}");
                 let top: Vec<(Uuid, i64)> = body["top_communities"]
                     .as_array()
@@ -767,7 +791,7 @@ async fn check_every_number(w: &World) {
             assert_eq!(body["total_events"].as_i64(), Some(expected.total()));
             assert_eq!(
                 series_of(&body),
-                expected.series(interval, tz, from),
+                expected.series(interval, tz),
                 "community {q}"
             );
             let top_users: Vec<(Uuid, i64)> = body["top_users"]
@@ -825,7 +849,7 @@ async fn check_every_number(w: &World) {
             );
             assert_eq!(
                 series_of(&body),
-                expected.series(interval, tz, from),
+                expected.series(interval, tz),
                 "events {q}"
             );
         }
@@ -899,6 +923,39 @@ async fn days_have_their_real_length_across_dst_and_half_hour_zones() {
             "2026-11-01T02:00:00-05:00"
         ]
     );
+    // Lord Howe Island moves its clocks by 30 minutes: its 01:00 lasts 90
+    // minutes on both days, and every hour starts on the clock's whole hour.
+    for (from, to, starts) in [
+        (
+            "2026-10-03T14:30:00Z",
+            "2026-10-03T18:00:00Z",
+            &[
+                "2026-10-04T01:00:00+10:30",
+                "2026-10-04T03:00:00+11:00",
+                "2026-10-04T04:00:00+11:00",
+            ][..],
+        ),
+        (
+            "2026-10-03T16:15:00Z",
+            "2026-10-03T17:00:00Z",
+            &["2026-10-04T03:00:00+11:00"][..],
+        ),
+        (
+            "2026-04-04T13:00:00Z",
+            "2026-04-04T16:30:00Z",
+            &[
+                "2026-04-05T00:00:00+11:00",
+                "2026-04-05T01:00:00+11:00",
+                "2026-04-05T02:00:00+10:30",
+            ][..],
+        ),
+    ] {
+        let q = query(utc(from), utc(to), "hour", Tz::Australia__Lord_Howe);
+        let body = w
+            .ok(&admin, &format!("/api/v1/analytics/overview?{q}"))
+            .await;
+        assert_eq!(days(&body), starts, "{q}");
+    }
     // Kolkata's days start at 18:30 UTC.
     let q = query(
         utc("2026-03-01T18:30:00Z"),
@@ -1114,7 +1171,31 @@ async fn no_token_crosses_its_tenant() {
         base64_url(br#"{"alg":"none","typ":"JWT"}"#),
         parts[1]
     );
+    let reserved = w.token(Role::CommunityAdmin, "ca", &[a, Uuid::nil()]);
+    let not_yet = {
+        #[derive(serde::Serialize)]
+        struct Early {
+            sub: &'static str,
+            exp: i64,
+            nbf: i64,
+            role: &'static str,
+        }
+        let claims = Early {
+            sub: "admin",
+            exp: (Utc::now() + TimeDelta::hours(2)).timestamp(),
+            nbf: (Utc::now() + TimeDelta::hours(1)).timestamp(),
+            role: "admin",
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .expect("mint")
+    };
     for token in [
+        reserved,
+        not_yet,
         expired,
         wrong_key.expect("mint"),
         unsigned,
@@ -1163,11 +1244,12 @@ async fn row_level_security_alone_keeps_tenants_apart() {
     // The API's own check bypassed: a scoped transaction for A asks for B
     // directly. Its scope also names the id of the every-community rollup
     // rows, which stay out of reach all the same.
-    let all = Uuid::from_u128(u128::MAX);
-    let caller = w
-        .keys
-        .verify(&w.token(Role::CommunityAdmin, "ca", &[a, all]))
-        .expect("token");
+    let all = Uuid::max();
+    let caller = Caller {
+        role: Role::CommunityAdmin,
+        subject: "ca".into(),
+        communities: Arc::new([a, all, Uuid::nil()].into_iter().collect()),
+    };
     let pool = {
         let config: tokio_postgres::Config = w.db.url.parse().expect("url");
         let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
@@ -1205,6 +1287,20 @@ async fn row_level_security_alone_keeps_tenants_apart() {
     assert_eq!(
         everything, 0,
         "the every-community rollups are for admins only"
+    );
+    // Nor the rows of events without a community (the nil UUID's rollups).
+    for sql in [
+        "SELECT count(*) FROM rollup_events WHERE community_id = '00000000-0000-0000-0000-000000000000'",
+        "SELECT count(*) FROM activities WHERE community_id IS NULL",
+    ] {
+        let n: i64 = tx.query_one(sql, &[]).await.expect(sql).get(0);
+        assert_eq!(n, 0, "{sql}");
+    }
+    assert!(
+        w.db.count("SELECT count(*) FROM activities WHERE community_id IS NULL")
+            .await
+            > 0,
+        "the world has events without a community"
     );
     let others: i64 = tx
         .query_one("SELECT count(*) FROM users", &[])
@@ -1244,6 +1340,19 @@ async fn bad_parameters_get_400_never_500() {
         "/api/v1/analytics/events?event_type=Robert');DROP".to_owned(),
         "/api/v1/analytics/events?community_id=everyone".to_owned(),
         "/api/v1/analytics/overview?interval=hour&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z".to_owned(),
+        "/api/v1/analytics/overview?to=2999-01-01T00:00:00Z".to_owned(),
+        // The reserved ids: no community, and every community together.
+        "/api/v1/analytics/community/00000000-0000-0000-0000-000000000000".to_owned(),
+        "/api/v1/analytics/events?community_id=ffffffff-ffff-ffff-ffff-ffffffffffff".to_owned(),
+        "/api/v1/analytics/overview?community_id=00000000-0000-0000-0000-000000000000".to_owned(),
+        "/api/v1/analytics/user/ffffffff-ffff-ffff-ffff-ffffffffffff".to_owned(),
+        // A parameter the endpoint does not take is refused, whatever its value.
+        "/api/v1/analytics/events?limit=abc".to_owned(),
+        "/api/v1/analytics/events?limit=5".to_owned(),
+        "/api/v1/analytics/overview?event_type=user.login".to_owned(),
+        "/api/v1/analytics/overview?cursor=1.2".to_owned(),
+        format!("/api/v1/analytics/community/{}?community_id={}", Uuid::new_v4(), Uuid::new_v4()),
+        format!("/api/v1/analytics/user/{user}?event_type=user.login"),
     ] {
         let (status, body) = w.get(&admin, &path).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -1259,12 +1368,64 @@ async fn bad_parameters_get_400_never_500() {
         )
         .await;
     assert_eq!(status, 404);
+    // Unknown paths and methods: the error body too.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/api/v1/analytics/overview/", 404),
+        (reqwest::Method::GET, "/api/v1/nothing", 404),
+        (reqwest::Method::POST, "/api/v1/analytics/overview", 405),
+        (reqwest::Method::DELETE, "/api/v1/analytics/events", 405),
+    ] {
+        let response = w
+            .http
+            .request(method.clone(), format!("{}{path}", w.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let body: Value = response.json().await.expect("an error body");
+        assert!(body["error"]["code"].is_string(), "{method} {path}: {body}");
+    }
+    // Each endpoint documents the query parameters it takes, and only those.
     let spec = w.ok(&admin, "/api/v1/openapi.json").await;
-    for path in ["overview", "community/{id}", "user/{id}", "events"] {
-        assert!(
-            spec["paths"][format!("/api/v1/analytics/{path}")].is_object(),
-            "{path} documented"
-        );
+    for (path, takes) in [
+        (
+            "overview",
+            &["from", "to", "interval", "tz", "limit", "community_id"][..],
+        ),
+        (
+            "community/{id}",
+            &["from", "to", "interval", "tz", "limit"][..],
+        ),
+        (
+            "user/{id}",
+            &[
+                "from",
+                "to",
+                "interval",
+                "tz",
+                "limit",
+                "cursor",
+                "community_id",
+            ][..],
+        ),
+        (
+            "events",
+            &["from", "to", "interval", "tz", "event_type", "community_id"][..],
+        ),
+    ] {
+        let operation = &spec["paths"][format!("/api/v1/analytics/{path}")]["get"];
+        let mut names: Vec<&str> = operation["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        let mut takes = takes.to_vec();
+        takes.sort_unstable();
+        assert_eq!(names, takes, "{path}");
     }
     // /metrics counts the requests by route template and status (never by
     // the ids in the path), with a latency histogram. Other tests of this

@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0014_half_hours.sql",
         include_str!("../../../sql/migrations/0014_half_hours.sql"),
     ),
+    (
+        15,
+        "0015_reserved_ids.sql",
+        include_str!("../../../sql/migrations/0015_reserved_ids.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.

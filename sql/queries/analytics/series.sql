@@ -1,20 +1,38 @@
 -- Events (exact) and unique users (sketched) per interval ($5: hour, day,
 -- week or month) in the session's time zone, one row per interval in the
--- range, empty ones too. Hours are absolute hours aligned to the zone's
--- offset (date_bin), so the repeated hour when clocks go back is two
--- buckets, not one; days, weeks and months are calendar ones (date_trunc and
--- calendar arithmetic), 23 or 25 hours long across a DST change. The
--- intervals, clipped to the range, are the slots of one activity_tiles()
--- call (sql/migrations/0010_series_tiles.sql), each read tile by tile.
-WITH slots AS MATERIALIZED (
+-- range, empty ones too. An hour starts wherever the zone's clock shows a
+-- whole hour, so the repeated hour when clocks go back is two buckets, not
+-- one, and the hour that clocks skip part of is shorter or longer (Lord
+-- Howe moves its clocks by 30 minutes: its 01:00 lasts 90 minutes on those
+-- days); offsets are whole quarter-hours, so those instants are among the
+-- range's 15-minute boundaries. Days, weeks and months are calendar ones
+-- (date_trunc and calendar arithmetic), 23 or 25 hours long across a DST
+-- change. The first interval is the one holding $1. The intervals, clipped
+-- to the range, are the slots of one activity_tiles() call
+-- (sql/migrations/0010_series_tiles.sql), each read tile by tile.
+WITH hours AS (
+    SELECT h
+    FROM generate_series($1::timestamptz - interval '3 hours', $2::timestamptz - interval '1 microsecond',
+                         interval '15 minutes') AS h
+    WHERE $5::text = 'hour' AND extract(minute FROM h) = 0 AND extract(second FROM h) = 0
+),
+slots AS MATERIALIZED (
     SELECT row_number() OVER (ORDER BY start)::integer AS slot, start
-    FROM generate_series(
-        CASE WHEN $5::text = 'hour' THEN date_bin('1 hour', $1::timestamptz, date_trunc('day', $1::timestamptz))
-             ELSE date_trunc($5::text, $1::timestamptz) END,
-        $2::timestamptz - interval '1 microsecond',
-        CASE $5::text WHEN 'hour' THEN interval '1 hour' WHEN 'day' THEN interval '1 day'
-                      WHEN 'week' THEN interval '1 week' ELSE interval '1 month' END
-    ) AS start
+    FROM (
+        SELECT coalesce(max(h), $1::timestamptz) AS start FROM hours WHERE h <= $1::timestamptz
+        HAVING $5::text = 'hour'
+        UNION ALL
+        SELECT h FROM hours WHERE h > $1::timestamptz
+        UNION ALL
+        SELECT s
+        FROM generate_series(
+            date_trunc($5::text, $1::timestamptz),
+            $2::timestamptz - interval '1 microsecond',
+            CASE $5::text WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
+                          ELSE interval '1 month' END
+        ) AS s
+        WHERE $5::text <> 'hour'
+    ) AS starts
 ),
 -- Slot i is [bounds[i], bounds[i + 1]): each interval's start, the first
 -- clipped to the range, then the range's end.
