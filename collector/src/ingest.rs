@@ -75,13 +75,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, CollectError> {
         })?
         .to_str()
         .map_err(|_| CollectError::Unauthorized("malformed Authorization header".into()))?;
-    value
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| {
-            CollectError::Unauthorized("expected Authorization: Bearer <write key>".into())
-        })
+    activity_core::bearer_credential(value).ok_or_else(|| {
+        CollectError::Unauthorized("expected Authorization: Bearer <write key>".into())
+    })
 }
 
 fn authenticate(collector: &Collector, headers: &HeaderMap) -> Result<WriteKey, CollectError> {

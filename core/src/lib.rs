@@ -21,3 +21,27 @@ pub use event::{
     ActivityEvent, CommunityId, EventId, EventType, NewEvent, RawEvent, UserId, ValidationError,
 };
 pub use metadata::Metadata;
+
+/// The credential of an `Authorization: Bearer <credential>` header value:
+/// the scheme in any case (RFC 9110 §11.1), the credential trimmed and not
+/// empty. The collector's write keys and the API's tokens both use it.
+pub fn bearer_credential(header_value: &str) -> Option<&str> {
+    let scheme = header_value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("bearer ") {
+        return None;
+    }
+    Some(header_value[7..].trim()).filter(|credential| !credential.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer k1", "bearer k1", "BEARER  k1 "] {
+            assert_eq!(super::bearer_credential(value), Some("k1"), "{value}");
+        }
+        for value in ["Basic k1", "Bearer ", "Bearer", "Bearerk1", "", "Bé"] {
+            assert_eq!(super::bearer_credential(value), None, "{value}");
+        }
+    }
+}

@@ -7,9 +7,9 @@
 //! 3. a value whose key names a secret ([`SECRET_KEY_WORDS`], compared
 //!    case-insensitively ignoring `_`, `-`, `.` and spaces) is replaced by
 //!    [`REDACTED`], whatever its type;
-//! 4. a string value that looks like a payment card number (13–19 digits,
-//!    spaces or dashes allowed, passing the Luhn check), a bearer token or a
-//!    JWT is replaced by [`REDACTED`];
+//! 4. a string value that is or holds a payment card number, a bearer token
+//!    or a JWT, and an integer that is a card number, is replaced by
+//!    [`REDACTED`] ([`is_secret_value`], [`is_card_number`]);
 //! 5. bounds: nesting depth ≤ [`MAX_DEPTH`], keys in total ≤ [`MAX_KEYS`],
 //!    each key ≤ [`MAX_KEY_BYTES`], serialized size ≤ [`MAX_BYTES`];
 //! 6. a NUL character anywhere (key or string) is rejected: PostgreSQL's
@@ -51,6 +51,10 @@ pub const SECRET_KEY_WORDS: &[&str] = &[
     "iban",
     "sessionid",
 ];
+
+/// Keys that are a secret's name only when they are the whole (normalized)
+/// key: as parts of keys they are mostly harmless (`author`, `passenger`).
+pub const SECRET_KEYS_EXACT: &[&str] = &["auth", "pwd", "pass", "pin"];
 
 const POLLUTION_KEYS: &[&str] = &["__proto__", "constructor", "prototype"];
 
@@ -172,6 +176,7 @@ fn sanitize_value(value: Value, depth: usize, keys: &mut usize) -> Result<Value,
         }
         Value::String(text) if text.contains('\0') => return Err(MetadataError::Nul),
         Value::String(text) if is_secret_value(&text) => Value::String(REDACTED.to_owned()),
+        Value::Number(number) if is_card_number(&number) => Value::String(REDACTED.to_owned()),
         other => other,
     })
 }
@@ -185,10 +190,104 @@ fn is_secret_key(key: &str) -> bool {
     SECRET_KEY_WORDS
         .iter()
         .any(|word| normalized.contains(word))
+        || SECRET_KEYS_EXACT.contains(&normalized.as_str())
 }
 
+/// A string that is a card number, a bearer token or a JWT, or holds one in
+/// longer text (`"my card is 4111 1111 1111 1111"`, `"header: Bearer …"`).
 fn is_secret_value(text: &str) -> bool {
-    looks_like_card_number(text) || looks_like_bearer_token(text) || looks_like_jwt(text)
+    looks_like_card_number(text)
+        || holds_card_number(text)
+        || looks_like_bearer_token(text)
+        || holds_bearer_token(text)
+        || holds_jwt(text)
+}
+
+/// A JSON integer (or a float with no fraction) of 15–19 digits starting
+/// with 2–6 (the card networks' ranges) that passes the Luhn check.
+/// Narrower than for text: integers of 13 digits and those starting with 1
+/// are mostly timestamps in milliseconds or microseconds.
+fn is_card_number(number: &serde_json::Number) -> bool {
+    let digits = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(f)) if f.fract() == 0.0 && (1e14..1e19).contains(&f) => format!("{f:.0}"),
+        _ => return false,
+    };
+    (15..=19).contains(&digits.len())
+        && matches!(digits.as_bytes()[0], b'2'..=b'6')
+        && luhn(&digits)
+}
+
+/// Digits in groups of at least 4, separated by single spaces, dashes or
+/// dots (`4111 1111 1111 1111`, `3782-822463-10005`, `4111.1111.…`, or one
+/// group), anywhere in `text`, 13–19 of them together passing the Luhn
+/// check. Groups shorter than 4 break a run, so dates, IP addresses and
+/// lists of small numbers are not read as cards.
+fn holds_card_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut run: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let group = &text[start..i];
+        if group.len() >= 4 {
+            run.push(group);
+        } else {
+            run.clear();
+        }
+        let continues = group.len() >= 4
+            && i + 1 < bytes.len()
+            && matches!(bytes[i], b' ' | b'-' | b'.')
+            && bytes[i + 1].is_ascii_digit();
+        if !continues {
+            if run_holds_card(&run) {
+                return true;
+            }
+            run.clear();
+        }
+    }
+    false
+}
+
+/// Whether consecutive groups of `run` make 13–19 digits that pass Luhn.
+fn run_holds_card(run: &[&str]) -> bool {
+    (0..run.len()).any(|first| {
+        let mut digits = String::new();
+        for group in &run[first..] {
+            digits.push_str(group);
+            if digits.len() > 19 {
+                return false;
+            }
+            if digits.len() >= 13 && luhn(&digits) {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// The Luhn check of a string of ASCII digits: double every second digit
+/// from the right.
+fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .map(|b| u32::from(b - b'0'))
+        .enumerate()
+        .map(|(i, d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => d,
+        })
+        .sum();
+    sum.is_multiple_of(10)
 }
 
 fn looks_like_card_number(text: &str) -> bool {
@@ -200,30 +299,52 @@ fn looks_like_card_number(text: &str) -> bool {
     {
         return false;
     }
-    let digits: Vec<u32> = trimmed.chars().filter_map(|c| c.to_digit(10)).collect();
-    if !(13..=19).contains(&digits.len()) {
-        return false;
-    }
-    // Luhn: double every second digit from the right.
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| match (i % 2 == 1, d * 2) {
-            (true, doubled) if doubled > 9 => doubled - 9,
-            (true, doubled) => doubled,
-            (false, _) => d,
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    (13..=19).contains(&digits.len()) && luhn(&digits)
 }
 
+/// `Bearer`, whitespace, then anything: the whole value.
 fn looks_like_bearer_token(text: &str) -> bool {
     let trimmed = text.trim_start();
-    trimmed.len() > 7
-        && trimmed
-            .get(..7)
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("bearer "))
+    trimmed
+        .get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("bearer"))
+        && trimmed[6..].starts_with(char::is_whitespace)
+        && !trimmed[6..].trim().is_empty()
+}
+
+/// The word `bearer` (any case) in longer text, then whitespace and a token
+/// of at least 8 token characters with a digit among them: "the bearer
+/// certificate" is prose, "header was Bearer abcdef123456" is not.
+fn holds_bearer_token(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.match_indices("bearer").any(|(at, _)| {
+        let starts_word = lower[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let rest = &text[at + 6..];
+        let token_start = rest.trim_start();
+        let token: &str = token_start
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+            .next()
+            .unwrap_or_default();
+        starts_word
+            && token_start.len() < rest.len()
+            && token.len() >= 8
+            && token.chars().any(|c| c.is_ascii_digit())
+    })
+}
+
+/// A JWT (`eyJ…` in three dot-separated base64url parts) anywhere in `text`.
+fn holds_jwt(text: &str) -> bool {
+    text.match_indices("eyJ").any(|(at, _)| {
+        let candidate = text[at..]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "-_=.".contains(c)))
+            .next()
+            .unwrap_or_default();
+        looks_like_jwt(candidate.trim_end_matches('.'))
+    })
 }
 
 fn looks_like_jwt(text: &str) -> bool {
@@ -293,6 +414,54 @@ mod tests {
         assert_eq!(out["f"], "4111 1111 1111 1112", "fails Luhn: not a card");
         assert_eq!(out["g"], "12345");
         assert_eq!(out["h"], "bearer");
+    }
+
+    #[test]
+    fn secrets_inside_longer_text_and_numbers_are_redacted() {
+        let out = clean(json!({
+            "card_in_text": "my card is 4111 1111 1111 1111 thanks",
+            "dots": "4111.1111.1111.1111",
+            "amex": "paid with 3782-822463-10005.",
+            "after_a_date": "2026-11-27 4111111111111111",
+            "bearer_in_text": "header was Bearer abcdef123456",
+            "bearer_tab": "Bearer\tabc123",
+            "jwt_in_text": "tok=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "number": 4111111111111111u64,
+            "float": 4111111111111111.0,
+            "in_array": [5555555555554444u64],
+        }));
+        for (key, value) in out.as_object().expect("object") {
+            let redacted = value == REDACTED || value[0] == REDACTED;
+            assert!(redacted, "{key}: {value}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_and_numbers_are_kept() {
+        let kept = json!({
+            "prose": "the bearer of this letter",
+            "words": "the bearer certificate",
+            "date": "2026-11-27 12:30:45",
+            "ips": "192.168.100.200 10.0.0.1 10.0.0.2 172.16.254.1",
+            "scores": "10 20 30 40 50 60 70 80 90",
+            "id": "order 123456789012345678901234567890",
+            "millis": 1764200000000u64,
+            "micros": 1764200000000000u64,
+            "not_luhn": "4111 1111 1111 1112 is not a card",
+            "big": 12345,
+        });
+        assert_eq!(clean(kept.clone()), kept);
+    }
+
+    #[test]
+    fn short_secret_names_match_only_whole_keys() {
+        let out = clean(
+            json!({"auth": "Basic dXNlcjpwYXNz", "PWD": "x", "author": "Ann", "passenger": 2}),
+        );
+        assert_eq!(out["auth"], REDACTED);
+        assert_eq!(out["PWD"], REDACTED);
+        assert_eq!(out["author"], "Ann");
+        assert_eq!(out["passenger"], 2);
     }
 
     #[test]
