@@ -172,6 +172,9 @@ fn parse_body(body: &[u8]) -> Result<(Vec<&RawValue>, Option<DateTime<Utc>>), Co
 /// metric's `reason` label) and the message for the client.
 struct Refusal(&'static str, String);
 
+/// How far an event's `created_at` may be after its batch's `sent_at`.
+const MAX_CREATED_AFTER_SENT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// Checks one event and fills in what the request knows.
 fn prepare(
     collector: &Collector,
@@ -205,6 +208,20 @@ fn prepare(
         ));
     }
     event.created_at = Some(match (event.created_at, context.sent_at) {
+        // An event cannot be created after the batch that holds it was sent:
+        // one clock or the other is wrong, and moving the event by their
+        // difference would make up a time (beyond the 10 minutes of skew
+        // any created_at is allowed).
+        (Some(created), Some(sent)) if created - sent > MAX_CREATED_AFTER_SENT => {
+            return Err(Refusal(
+                "bad_created_at",
+                format!(
+                    "created_at {} is after the batch's sent_at {}: one of the two clocks is wrong",
+                    created.to_rfc3339(),
+                    sent.to_rfc3339()
+                ),
+            ));
+        }
         // The client's clock is off by (sent_at - received_at): move the
         // event by the same amount (Segment's convention).
         (Some(created), Some(sent)) => context.received_at - (sent - created),

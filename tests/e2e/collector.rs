@@ -130,6 +130,74 @@ fn login(user: Uuid, community: Uuid) -> Value {
     json!({"event_type": "user.login", "user_id": user, "community_id": community})
 }
 
+/// A batch's `sent_at` moves its events by the client's clock error; an
+/// event created after its batch was sent is refused with a reason that
+/// names both clocks, and the rest of the batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_at_corrects_the_clients_clock_and_refuses_impossible_events() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::spawn(&settings, &[]).await;
+    // The client's clock is an hour behind.
+    let client_now = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    let at = |offset_minutes: i64| {
+        (client_now + chrono::TimeDelta::minutes(offset_minutes)).to_rfc3339()
+    };
+    let body = json!({
+        "sent_at": at(0),
+        "events": [
+            {"event_type": "user.login", "created_at": at(-5), "metadata": {"case": "moved"}},
+            {"event_type": "user.login", "created_at": at(120), "metadata": {"case": "after"}},
+            {"event_type": "user.login", "metadata": {"case": "received"}},
+        ],
+    })
+    .to_string();
+    let before = chrono::Utc::now();
+    let (status, answer, _) = collector.post(Some(&key), body).await;
+    let after = chrono::Utc::now();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let rejected = &answer["rejected"][0];
+    assert_eq!(rejected["index"], 1, "{answer}");
+    assert!(
+        rejected["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sent_at") && e.contains("created_at")),
+        "{answer}"
+    );
+    let consumer = InProcessConsumer::start(&settings);
+    assert_eq!(db.wait_for_events(2, Duration::from_secs(60)).await, 2);
+    consumer.stop().await;
+    let client = db.client().await;
+    let created = |case: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT created_at FROM activities WHERE metadata->>'case' = $1",
+                    &[&case],
+                )
+                .await
+                .expect(case)
+                .get::<_, chrono::DateTime<chrono::Utc>>(0)
+        }
+    };
+    let slack = chrono::TimeDelta::seconds(1);
+    let moved = created("moved").await;
+    let five = chrono::TimeDelta::minutes(5);
+    assert!(
+        moved >= before - five - slack && moved <= after - five + slack,
+        "{moved} is 5 minutes before the receive time ({before}..{after})"
+    );
+    let received = created("received").await;
+    assert!(
+        received >= before - slack && received <= after + slack,
+        "{received}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_code_of_the_collector() {
     let db = TestDb::new().await;
