@@ -228,10 +228,15 @@ fn prepare(
         (Some(created), None) => created,
         (None, _) => context.received_at,
     });
-    if event.ip_address.is_none() {
+    // Empty is missing, as validation reads an empty ip_address.
+    if event
+        .ip_address
+        .as_deref()
+        .is_none_or(|ip| ip.trim().is_empty())
+    {
         event.ip_address = Some(context.client_ip.to_string());
     }
-    if event.user_agent.is_none() {
+    if event.user_agent.as_deref().is_none_or(str::is_empty) {
         event.user_agent = context.user_agent.map(str::to_owned);
     }
     if event.event_id.is_none() {

@@ -132,7 +132,8 @@ fn login(user: Uuid, community: Uuid) -> Value {
 
 /// A batch's `sent_at` moves its events by the client's clock error; an
 /// event created after its batch was sent is refused with a reason that
-/// names both clocks, and the rest of the batch is stored.
+/// names both clocks, and the rest of the batch is stored. An empty
+/// `ip_address` or `user_agent` is filled from the request like a missing one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_at_corrects_the_clients_clock_and_refuses_impossible_events() {
     let db = TestDb::new().await;
@@ -150,7 +151,7 @@ async fn sent_at_corrects_the_clients_clock_and_refuses_impossible_events() {
         "events": [
             {"event_type": "user.login", "created_at": at(-5), "metadata": {"case": "moved"}},
             {"event_type": "user.login", "created_at": at(120), "metadata": {"case": "after"}},
-            {"event_type": "user.login", "metadata": {"case": "received"}},
+            {"event_type": "user.login", "metadata": {"case": "received"}, "ip_address": "", "user_agent": ""},
         ],
     })
     .to_string();
@@ -195,6 +196,21 @@ async fn sent_at_corrects_the_clients_clock_and_refuses_impossible_events() {
     assert!(
         received >= before - slack && received <= after + slack,
         "{received}"
+    );
+    let row = client
+        .query_one(
+            "SELECT ip_address, user_agent FROM activities WHERE metadata->>'case' = 'received'",
+            &[],
+        )
+        .await
+        .expect("the received event");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("collector-test/1.0")
     );
 }
 
