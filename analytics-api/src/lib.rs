@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
 
 pub use auth::{Claims, Keys, Role};
 use error::ApiError;
+use params::Endpoint;
 
 /// What a request handler can reach.
 #[derive(Clone)]
@@ -73,12 +74,12 @@ pub enum BuildError {
 pub struct ApiDoc;
 
 /// Lists on each endpoint only the query parameters it takes
-/// ([`params::Endpoint::takes`]): the handlers share one parameter struct.
+/// ([`Endpoint::takes`]): the handlers share one parameter struct.
 struct EachEndpointsParams;
 
 impl Modify for EachEndpointsParams {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for endpoint in params::Endpoint::ALL {
+        for endpoint in Endpoint::ALL {
             let operation = openapi
                 .paths
                 .paths
@@ -155,10 +156,10 @@ impl Application {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/analytics/overview", get(routes::overview))
-        .route("/api/v1/analytics/community/{id}", get(routes::community))
-        .route("/api/v1/analytics/user/{id}", get(routes::user))
-        .route("/api/v1/analytics/events", get(routes::events))
+        .route(Endpoint::Overview.path(), get(routes::overview))
+        .route(Endpoint::Community.path(), get(routes::community))
+        .route(Endpoint::User.path(), get(routes::user))
+        .route(Endpoint::Events.path(), get(routes::events))
         .route(
             "/api/v1/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),

@@ -47,13 +47,13 @@ pub struct RawParams {
     pub community_id: Option<String>,
 }
 
-/// The four endpoints, and the parameters of [`RawParams`] each takes. One
-/// sent to an endpoint that does not take it is refused (400, naming where it
-/// applies) rather than ignored: ignoring `community_id` on `/events`' sibling
-/// `/community/{id}`, or `event_type` on `/overview`, would answer another
-/// question than the one asked. Names not in [`RawParams`] are ignored, as on
-/// the web (cache busters). The OpenAPI document lists each endpoint's own
-/// (`lib.rs`).
+/// The four endpoints (their routes, for the router and the OpenAPI
+/// document), and the parameters of [`RawParams`] each takes. One sent to an
+/// endpoint that does not take it is refused (400, naming where it applies)
+/// rather than ignored: ignoring `event_type` on `/overview`, say, would
+/// answer another question than the one asked. Names not in [`RawParams`]
+/// are ignored, as on the web (cache busters). The OpenAPI document lists
+/// each endpoint's own (`lib.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Overview,

@@ -208,8 +208,12 @@ fn is_secret_value(text: &str) -> bool {
 /// Narrower than for text: integers of 13 digits and those starting with 1
 /// are mostly timestamps in milliseconds or microseconds.
 fn is_card_number(number: &serde_json::Number) -> bool {
+    // The range first: most numbers are not 15–19 digits long, and need
+    // no text made of them.
     let digits = match (number.as_u64(), number.as_f64()) {
-        (Some(n), _) => n.to_string(),
+        (Some(n), _) if (100_000_000_000_000..10_000_000_000_000_000_000).contains(&n) => {
+            n.to_string()
+        }
         (None, Some(f)) if f.fract() == 0.0 && (1e14..1e19).contains(&f) => format!("{f:.0}"),
         _ => return false,
     };
@@ -317,9 +321,13 @@ fn looks_like_bearer_token(text: &str) -> bool {
 /// of at least 8 token characters with a digit among them: "the bearer
 /// certificate" is prose, "header was Bearer abcdef123456" is not.
 fn holds_bearer_token(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    lower.match_indices("bearer").any(|(at, _)| {
-        let starts_word = lower[..at]
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(5)).any(|at| {
+        if !bytes[at..at + 6].eq_ignore_ascii_case(b"bearer") {
+            return false;
+        }
+        // `at` starts an ASCII letter: a character boundary.
+        let starts_word = text[..at]
             .chars()
             .next_back()
             .is_none_or(|c| !c.is_alphanumeric());
