@@ -22,6 +22,9 @@ pub enum CollectError {
     /// Over 1 MiB or over 500 events.
     #[error("{0}")]
     TooLarge(String),
+    /// A `Content-Encoding` other than gzip.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// The key's rate limit: retry after this long.
     #[error("rate limit exceeded; retry after {} ms", .0.as_millis())]
     RateLimited(Duration),
@@ -37,6 +40,9 @@ impl IntoResponse for CollectError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
+            }
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };

@@ -12,6 +12,7 @@
 //! derived from the key, the body and the position), so a retry stores each
 //! event once.
 
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -122,6 +123,52 @@ fn derived_event_id(key: Uuid, body: &[u8], index: usize) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hash[..16]);
     Uuid::new_v8(bytes)
+}
+
+/// The body as sent, or decompressed when it was sent with
+/// `Content-Encoding: gzip`: the 1 MiB limit then holds for the
+/// decompressed body too (a small gzip bomb stops at the limit), and event
+/// ids derived from the body are the same however it was compressed.
+fn decoded(headers: &HeaderMap, body: Bytes) -> Result<Bytes, CollectError> {
+    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    let Ok(encoding) = encoding.to_str() else {
+        return Err(CollectError::UnsupportedEncoding(
+            "Content-Encoding is not visible ASCII".into(),
+        ));
+    };
+    let encoding = encoding.trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body),
+        "gzip" | "x-gzip" => {
+            let mut decompressed =
+                Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY_BYTES));
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .take(MAX_BODY_BYTES as u64 + 1)
+                .read_to_end(&mut decompressed)
+                .map_err(|e| {
+                    CollectError::BadRequest(format!(
+                        "the gzip body could not be decompressed: {e}"
+                    ))
+                })?;
+            if decompressed.len() > MAX_BODY_BYTES {
+                return Err(CollectError::TooLarge(format!(
+                    "the body decompressed is over {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            Ok(decompressed.into())
+        }
+        _ => Err(CollectError::UnsupportedEncoding(format!(
+            "Content-Encoding {:?} is not supported; send the body as is or gzip-compressed",
+            excerpt_header(&encoding)
+        ))),
+    }
+}
+
+/// At most 64 characters of a header value, for an error message.
+fn excerpt_header(value: &str) -> String {
+    value.chars().take(64).collect()
 }
 
 /// The request body: each event kept as its text, parsed one by one later
@@ -295,6 +342,7 @@ async fn ingest(
     let body: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes")))?;
+    let body = decoded(&headers, body)?;
     let (events, sent_at) = parse_body(&body)?;
 
     let limits = Limits {
@@ -384,6 +432,63 @@ mod tests {
         // From anyone else, the header is the client's word: ignored.
         let stranger: IpAddr = "192.0.2.9".parse().expect("ip");
         assert_eq!(client_ip(stranger, &headers, &[proxy]), stranger);
+    }
+
+    fn gzip(bytes: &[u8]) -> Bytes {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).expect("compress");
+        encoder.finish().expect("compress").into()
+    }
+
+    fn encoded(encoding: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, encoding.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn gzip_bodies_are_decompressed_within_the_limit() {
+        let body = br#"{"events":[{"event_type":"user.login"}]}"#;
+        for encoding in ["gzip", "x-gzip", " GZIP "] {
+            let plain = decoded(&encoded(encoding), gzip(body)).expect("decompressed");
+            assert_eq!(&plain[..], body, "{encoding}");
+        }
+        let as_sent = Bytes::from_static(body);
+        assert_eq!(
+            decoded(&HeaderMap::new(), as_sent.clone()).ok(),
+            Some(as_sent.clone())
+        );
+        assert_eq!(
+            decoded(&encoded("identity"), as_sent.clone()).ok(),
+            Some(as_sent.clone())
+        );
+        // Exactly the limit decompressed is fine; one byte more (from a
+        // body of a few KiB) is not.
+        let full = vec![b' '; MAX_BODY_BYTES];
+        assert_eq!(
+            decoded(&encoded("gzip"), gzip(&full)).map(|b| b.len()).ok(),
+            Some(MAX_BODY_BYTES)
+        );
+        let bomb = gzip(&vec![b' '; MAX_BODY_BYTES + 1]);
+        assert!(bomb.len() < 8 * 1024, "{}", bomb.len());
+        assert!(matches!(
+            decoded(&encoded("gzip"), bomb),
+            Err(CollectError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decoded(&encoded("gzip"), as_sent.clone()),
+            Err(CollectError::BadRequest(_))
+        ));
+        for other in ["br", "deflate", "gzip, br"] {
+            assert!(
+                matches!(
+                    decoded(&encoded(other), as_sent.clone()),
+                    Err(CollectError::UnsupportedEncoding(_))
+                ),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,13 @@
 //!    each key ≤ [`MAX_KEY_BYTES`], serialized size ≤ [`MAX_BYTES`];
 //! 6. a NUL character anywhere (key or string) is rejected: PostgreSQL's
 //!    `jsonb` cannot store `\u0000`, and the event must fail here with a
-//!    reason rather than fail its whole batch in the database.
+//!    reason rather than fail its whole batch in the database;
+//! 7. numbers are kept exactly as sent (serde_json's `arbitrary_precision`:
+//!    an integer beyond 64 bits is not rounded through `f64`), when written
+//!    out in full they have at most [`MAX_NUMBER_DIGITS`] digits: `jsonb`
+//!    stores a number written out (`1e300` takes 301 bytes) and cannot store
+//!    some at all (`1e-20000`), so larger and smaller ones are rejected, and
+//!    the size bound counts every number written out.
 
 use serde_json::{Map, Value};
 
@@ -28,6 +34,9 @@ pub const MAX_KEYS: usize = 256;
 pub const MAX_KEY_BYTES: usize = 128;
 /// Largest serialized metadata accepted, in bytes.
 pub const MAX_BYTES: usize = 16 * 1024;
+/// Most digits a number may have written out in full (`1e99` has 100,
+/// `1.5e-98` has 100 with its leading zero).
+pub const MAX_NUMBER_DIGITS: usize = 100;
 
 /// Words that, found in a normalized key, mark its value as a secret.
 pub const SECRET_KEY_WORDS: &[&str] = &[
@@ -75,6 +84,8 @@ pub enum MetadataError {
     TooLarge(usize),
     #[error("contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")]
     Nul,
+    #[error("number {0} has more than {MAX_NUMBER_DIGITS} digits written out in full")]
+    NumberTooLong(String),
 }
 
 /// Sanitized metadata: a JSON object that passed every rule above.
@@ -87,10 +98,10 @@ impl Metadata {
         let Value::Object(object) = value else {
             return Err(MetadataError::NotAnObject);
         };
-        let mut keys = 0;
-        let object = sanitize_object(object, 1, &mut keys)?;
+        let mut tally = Tally::default();
+        let object = sanitize_object(object, 1, &mut tally)?;
         let metadata = Self(object);
-        let size = metadata.to_json().len();
+        let size = metadata.to_json().len() + tally.written_out;
         if size > MAX_BYTES {
             return Err(MetadataError::TooLarge(size));
         }
@@ -127,18 +138,26 @@ impl Metadata {
     }
 }
 
+/// What sanitizing counts across the whole object.
+#[derive(Default)]
+struct Tally {
+    keys: usize,
+    /// Bytes the numbers take in `jsonb` beyond their text here.
+    written_out: usize,
+}
+
 fn sanitize_object(
     object: Map<String, Value>,
     depth: usize,
-    keys: &mut usize,
+    tally: &mut Tally,
 ) -> Result<Map<String, Value>, MetadataError> {
     if depth > MAX_DEPTH {
         return Err(MetadataError::TooDeep);
     }
     let mut clean = Map::with_capacity(object.len());
     for (key, value) in object {
-        *keys += 1;
-        if *keys > MAX_KEYS {
+        tally.keys += 1;
+        if tally.keys > MAX_KEYS {
             return Err(MetadataError::TooManyKeys);
         }
         if key.len() > MAX_KEY_BYTES {
@@ -153,16 +172,16 @@ fn sanitize_object(
         let value = if is_secret_key(&key) {
             Value::String(REDACTED.to_owned())
         } else {
-            sanitize_value(value, depth, keys)?
+            sanitize_value(value, depth, tally)?
         };
         clean.insert(key, value);
     }
     Ok(clean)
 }
 
-fn sanitize_value(value: Value, depth: usize, keys: &mut usize) -> Result<Value, MetadataError> {
+fn sanitize_value(value: Value, depth: usize, tally: &mut Tally) -> Result<Value, MetadataError> {
     Ok(match value {
-        Value::Object(object) => Value::Object(sanitize_object(object, depth + 1, keys)?),
+        Value::Object(object) => Value::Object(sanitize_object(object, depth + 1, tally)?),
         Value::Array(items) => {
             if depth + 1 > MAX_DEPTH {
                 return Err(MetadataError::TooDeep);
@@ -170,15 +189,40 @@ fn sanitize_value(value: Value, depth: usize, keys: &mut usize) -> Result<Value,
             Value::Array(
                 items
                     .into_iter()
-                    .map(|item| sanitize_value(item, depth + 1, keys))
+                    .map(|item| sanitize_value(item, depth + 1, tally))
                     .collect::<Result<_, _>>()?,
             )
         }
         Value::String(text) if text.contains('\0') => return Err(MetadataError::Nul),
         Value::String(text) if is_secret_value(&text) => Value::String(REDACTED.to_owned()),
         Value::Number(number) if is_card_number(&number) => Value::String(REDACTED.to_owned()),
+        Value::Number(number) => {
+            let text = number.as_str();
+            match written_out_digits(text) {
+                Some(digits) if digits <= MAX_NUMBER_DIGITS => {
+                    tally.written_out += digits.saturating_sub(text.len());
+                    Value::Number(number)
+                }
+                _ => return Err(MetadataError::NumberTooLong(crate::event::excerpt(text))),
+            }
+        }
         other => other,
     })
+}
+
+/// How many digits a JSON number has written out in full, without its
+/// exponent (`1.5e3` → 4, `2e-3` → 4: `0.002`); `None` for an exponent
+/// too large to read. An upper bound: leading zeros are counted.
+fn written_out_digits(text: &str) -> Option<usize> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let whole = i64::try_from(whole.len()).ok()?.checked_add(exponent)?;
+    let fraction = i64::try_from(fraction.len()).ok()?.checked_sub(exponent)?;
+    usize::try_from(whole.max(1).checked_add(fraction.max(0))?).ok()
 }
 
 fn is_secret_key(key: &str) -> bool {
@@ -506,6 +550,59 @@ mod tests {
         let big = json!({"blob": "x".repeat(MAX_BYTES)});
         assert!(matches!(
             Metadata::sanitize(big),
+            Err(MetadataError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn numbers_are_kept_exactly_as_sent() {
+        let text = r#"{"id":123456789012345678901234567890,"neg":-18446744073709551617,"f":0.1000000000000000055511151231257827,"e":6.02e23}"#;
+        let metadata = Metadata::parse_json(text).expect("valid metadata");
+        // Keys sorted, exponents written with their sign; every digit kept.
+        let kept = r#"{"e":6.02e+23,"f":0.1000000000000000055511151231257827,"id":123456789012345678901234567890,"neg":-18446744073709551617}"#;
+        assert_eq!(metadata.to_json(), kept);
+        let written = r#"{"ok":1e98,"tiny":-1.5e-97}"#;
+        let kept = r#"{"ok":1e+98,"tiny":-1.5e-97}"#;
+        assert_eq!(
+            Metadata::parse_json(written)
+                .map(|m| m.to_json())
+                .as_deref(),
+            Ok(kept)
+        );
+    }
+
+    #[test]
+    fn numbers_too_long_written_out_are_rejected() {
+        for text in [
+            "1e100",
+            "1E+100",
+            "-1e-100",
+            "1e-20000",
+            "1e99999999999999999999",
+            "0e-20000",
+        ] {
+            assert!(
+                matches!(
+                    Metadata::parse_json(&format!(r#"{{"n":{text}}}"#)),
+                    Err(MetadataError::NumberTooLong(_))
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(written_out_digits("1.5e3"), Some(4));
+        assert_eq!(written_out_digits("2e-3"), Some(4));
+        assert_eq!(written_out_digits("-12.25"), Some(4));
+        // Each number's written-out size counts toward MAX_BYTES.
+        let many: Map<String, Value> = (0..200)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    serde_json::from_str("1e98").expect("number"),
+                )
+            })
+            .collect();
+        assert!(matches!(
+            Metadata::sanitize(Value::Object(many)),
             Err(MetadataError::TooLarge(_))
         ));
     }
