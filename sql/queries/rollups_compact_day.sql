@@ -10,6 +10,11 @@
 -- rollups_uncompact_day.sql, in the same transaction, holding the day's
 -- lock exclusively (or every rollup table's). Returns the 15-minute rows
 -- read.
+--
+-- Each insert is ordered by its table's key: the rows of a day land on
+-- every community's part of each key index, and in key order each leaf page
+-- is visited once rather than once per row (measured at 1M events: a day's
+-- compaction 2.25-2.43 s unordered, 1.81-1.97 s ordered).
 WITH quarters AS (
     SELECT community_id, event_type, bucket, events, users,
            date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour
@@ -22,6 +27,7 @@ every_type_quarters AS (
     SELECT community_id, -15, bucket, '*', sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY community_id, bucket
+    ORDER BY 1, 2, 3, 4
 ),
 -- Half-hours of every type together (grain 30, sql/migrations/0014_half_hours.sql).
 every_type_halves AS (
@@ -30,6 +36,7 @@ every_type_halves AS (
            sum(events), hll_union_agg(users)
     FROM quarters
     GROUP BY 1, 3
+    ORDER BY 1, 2, 3, 4
 ),
 -- Per type: every longer row below is summed from these (a sketch merged
 -- once per hour, not once per 15 minutes).
@@ -44,18 +51,21 @@ hours AS (
     SELECT community_id, 60, hour, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM hourly
     GROUP BY GROUPING SETS ((community_id, hour, event_type), (community_id, hour))
+    ORDER BY 1, 2, 3, 4
 ),
 quarters_of_day AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 360, quarter, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM hourly
     GROUP BY GROUPING SETS ((community_id, quarter, event_type), (community_id, quarter))
+    ORDER BY 1, 2, 3, 4
 ),
 days AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 1440, $1::timestamptz, coalesce(event_type, '*'), sum(events), hll_union_agg(users)
     FROM hourly
     GROUP BY GROUPING SETS ((community_id, event_type), (community_id))
+    ORDER BY 1, 2, 3, 4
 ),
 -- Heads and tails at the day's cuts (sql/migrations/0008_zone_days.sql):
 -- each the whole hours on its side of the cut and the 15-minute rows of the
@@ -83,6 +93,7 @@ pieces AS (
     ) AS s
     WHERE p.grain NOT IN (60, 360)
     GROUP BY GROUPING SETS ((p.grain, p.bucket, s.community_id, s.event_type), (p.grain, p.bucket, s.community_id))
+    ORDER BY 1, 2, 3, 4
 ),
 day_cuts AS (
     INSERT INTO rollup_day_cuts (day, cuts)
@@ -98,6 +109,7 @@ community_ranks AS (
     CROSS JOIN LATERAL (VALUES (60, h.hour), (360, h.quarter), (1440, $1::timestamptz)) AS g (grain, bucket)
     WHERE h.community_id NOT IN (activity_all_communities(), '00000000-0000-0000-0000-000000000000')
     GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
 ),
 day_users AS MATERIALIZED (
     SELECT community_id, user_id, sum(events) AS events
@@ -108,6 +120,7 @@ day_users AS MATERIALIZED (
 user_days AS (
     INSERT INTO rollup_user_days (community_id, day, user_id, events)
     SELECT community_id, $1::timestamptz, user_id, events FROM day_users
+    ORDER BY 1, 3
 ),
 -- Added to the week's rows (rollups_uncompact_day.sql took the day's old
 -- rows out of them), when $2 is true: a rebuild passes false and sums its
@@ -132,6 +145,7 @@ day_entities AS MATERIALIZED (
 entity_days AS (
     INSERT INTO rollup_entity_days (community_id, day, entity_type, entity_id, events)
     SELECT community_id, $1::timestamptz, entity_type, entity_id, events FROM day_entities
+    ORDER BY 1, 3, 4
 ),
 entity_weeks AS (
     INSERT INTO rollup_entity_weeks AS w (community_id, week, entity_type, entity_id, events)

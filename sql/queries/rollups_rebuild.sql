@@ -19,15 +19,18 @@ events_rolled AS (
     FROM source
     CROSS JOIN LATERAL (VALUES (source.community_id), (activity_all_communities())) AS k (community_id)
     GROUP BY 1, 3, 4
+    ORDER BY 1, 2, 3, 4  -- key order (rollups_compact_day.sql)
 ),
 users_rolled AS (
     INSERT INTO rollup_users (community_id, bucket, user_id, event_type, events)
     SELECT community_id, bucket, user_id, event_type, count(*) FROM source
     WHERE user_id IS NOT NULL GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
 ),
 entities_rolled AS (
     INSERT INTO rollup_entities (community_id, bucket, entity_type, entity_id, events)
     SELECT community_id, bucket, entity_type, entity_id, count(*) FROM source
     WHERE entity_type IS NOT NULL AND entity_id IS NOT NULL GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
 )
 SELECT count(*) FROM source

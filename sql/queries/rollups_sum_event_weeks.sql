@@ -18,6 +18,7 @@ summed AS MATERIALIZED (
 written AS (
     INSERT INTO rollup_events (community_id, grain, bucket, event_type, events, users)
     SELECT community_id, 10080, week, event_type, events, users FROM summed
+    ORDER BY 1, 3, 4  -- key order (rollups_compact_day.sql)
 ),
 ranked AS (
     INSERT INTO rollup_community_ranks (grain, bucket, community_id, events)

@@ -18,6 +18,7 @@ user_weeks AS (
     SELECT community_id, week, user_id, sum(events)
     FROM days
     GROUP BY community_id, week, user_id
+    ORDER BY 1, 3, 2  -- key order (rollups_compact_day.sql)
 ),
 entity_weeks AS (
     INSERT INTO rollup_entity_weeks (community_id, week, entity_type, entity_id, events)
@@ -25,5 +26,6 @@ entity_weeks AS (
     FROM rollup_entity_days, span
     WHERE day >= span.first AND day < span.last
     GROUP BY community_id, activity_week(day), entity_type, entity_id
+    ORDER BY 1, 3, 4, 2
 )
 SELECT count(*) FROM days
