@@ -22,6 +22,12 @@ pub enum CollectError {
     /// Over 1 MiB or over 500 events.
     #[error("{0}")]
     TooLarge(String),
+    /// A path the collector does not serve.
+    #[error("{0}")]
+    NotFound(String),
+    /// A method the path does not take.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A `Content-Encoding` other than gzip.
     #[error("{0}")]
     UnsupportedEncoding(String),
@@ -40,6 +46,8 @@ impl IntoResponse for CollectError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::UnsupportedEncoding(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
             }

@@ -130,15 +130,20 @@ fn derived_event_id(key: Uuid, body: &[u8], index: usize) -> Uuid {
 /// decompressed body too (a small gzip bomb stops at the limit), and event
 /// ids derived from the body are the same however it was compressed.
 fn decoded(headers: &HeaderMap, body: Bytes) -> Result<Bytes, CollectError> {
-    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+    // Every Content-Encoding line, as one list (RFC 9110 5.3).
+    let mut lines = Vec::new();
+    for line in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(line) = line.to_str() else {
+            return Err(CollectError::UnsupportedEncoding(
+                "Content-Encoding is not visible ASCII".into(),
+            ));
+        };
+        lines.push(line.trim().to_ascii_lowercase());
+    }
+    if lines.is_empty() {
         return Ok(body);
-    };
-    let Ok(encoding) = encoding.to_str() else {
-        return Err(CollectError::UnsupportedEncoding(
-            "Content-Encoding is not visible ASCII".into(),
-        ));
-    };
-    let encoding = encoding.trim().to_ascii_lowercase();
+    }
+    let encoding = lines.join(", ");
     match encoding.as_str() {
         "" | "identity" => Ok(body),
         "gzip" | "x-gzip" => {
@@ -284,7 +289,7 @@ fn prepare(
         event.ip_address = Some(context.client_ip.to_string());
     }
     if event.user_agent.as_deref().is_none_or(str::is_empty) {
-        event.user_agent = context.user_agent.map(str::to_owned);
+        event.user_agent = context.user_agent.as_deref().map(str::to_owned);
     }
     if event.event_id.is_none() {
         event.event_id = Some(derived_event_id(key.id, context.body, index));
@@ -309,7 +314,7 @@ struct RequestContext<'a> {
     sent_at: Option<DateTime<Utc>>,
     received_at: DateTime<Utc>,
     client_ip: IpAddr,
-    user_agent: Option<&'a str>,
+    user_agent: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// `POST /v1/events`, in one span per request (the caller's X-Request-Id or
@@ -364,9 +369,10 @@ async fn ingest(
         sent_at,
         received_at,
         client_ip: client_ip(peer.ip(), &headers, &collector.trusted_proxies),
+        // Not always ASCII (browsers' are; some clients send UTF-8).
         user_agent: headers
             .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok()),
+            .map(|value| String::from_utf8_lossy(value.as_bytes())),
     };
     let mut rejected = Vec::new();
     // Counted only once the request is answered 202, like the accepted
@@ -479,6 +485,12 @@ mod tests {
         assert!(matches!(
             decoded(&encoded("gzip"), as_sent.clone()),
             Err(CollectError::BadRequest(_))
+        ));
+        let mut two_lines = encoded("gzip");
+        two_lines.append(header::CONTENT_ENCODING, "br".parse().expect("header"));
+        assert!(matches!(
+            decoded(&two_lines, gzip(body)),
+            Err(CollectError::UnsupportedEncoding(_))
         ));
         for other in ["br", "deflate", "gzip, br"] {
             assert!(

@@ -33,6 +33,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::CollectError;
 use crate::ingest::Collector;
 use crate::keys::KeyCache;
 use crate::limits::{Limits, RateLimiter};
@@ -131,7 +132,16 @@ impl Application {
             .with_state(state.collector.clone())
             .route("/healthz", get(|| async { StatusCode::OK }))
             .route("/readyz", get(readyz).with_state(state.clone()))
-            .route("/metrics", get(render_metrics).with_state(state.clone()));
+            .route("/metrics", get(render_metrics).with_state(state.clone()))
+            // Unknown paths and methods get the error body too.
+            .fallback(|| async {
+                CollectError::NotFound("no such path: events go to POST /v1/events".into())
+            })
+            .method_not_allowed_fallback(|| async {
+                CollectError::MethodNotAllowed(
+                    "/v1/events takes POST; /healthz, /readyz and /metrics take GET".into(),
+                )
+            });
         let draining = self.state.draining.clone();
         let served = axum::serve(
             self.listener,

@@ -508,6 +508,8 @@ impl RawEvent {
         if !text.trim_start().starts_with('{') {
             return Err(not_an_object);
         }
+        crate::metadata::refuse_serde_tokens(text)
+            .map_err(|e| ValidationError::Json(e.to_string()))?;
         serde_json::from_str(text).map_err(|e| ValidationError::Json(excerpt(&e.to_string())))
     }
 

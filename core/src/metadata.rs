@@ -34,9 +34,17 @@ pub const MAX_KEYS: usize = 256;
 pub const MAX_KEY_BYTES: usize = 128;
 /// Largest serialized metadata accepted, in bytes.
 pub const MAX_BYTES: usize = 16 * 1024;
-/// Most digits a number may have written out in full (`1e99` has 100,
-/// `1.5e-98` has 100 with its leading zero).
-pub const MAX_NUMBER_DIGITS: usize = 100;
+/// Most digits a number may have written out in full (`1e399` has 400):
+/// every finite double fits (`1.7976931348623157e308` has 309,
+/// `5e-324` 325 with its leading zero).
+pub const MAX_NUMBER_DIGITS: usize = 400;
+
+/// The prefix of the object keys serde_json reads as a number or raw JSON
+/// text rather than as an object (its `arbitrary_precision` and
+/// `raw_value` features): an object sent with such a key would be read as
+/// another value, or fail to parse once its keys are sorted, so text that
+/// holds it is refused ([`refuse_serde_tokens`]) and so is such a key.
+pub const SERDE_TOKEN: &str = "$serde_json::private::";
 
 /// Words that, found in a normalized key, mark its value as a secret.
 pub const SECRET_KEY_WORDS: &[&str] = &[
@@ -86,6 +94,8 @@ pub enum MetadataError {
     Nul,
     #[error("number {0} has more than {MAX_NUMBER_DIGITS} digits written out in full")]
     NumberTooLong(String),
+    #[error("contains {SERDE_TOKEN:?}, reserved by the JSON parser")]
+    SerdeToken,
 }
 
 /// Sanitized metadata: a JSON object that passed every rule above.
@@ -113,6 +123,7 @@ impl Metadata {
         if text.len() > MAX_BYTES * 4 {
             return Err(MetadataError::TooLarge(text.len()));
         }
+        refuse_serde_tokens(text)?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| MetadataError::NotJson(e.to_string()))?;
         Self::sanitize(value)
@@ -166,6 +177,11 @@ fn sanitize_object(
         if key.contains('\0') {
             return Err(MetadataError::Nul);
         }
+        // Written with escapes (which the text check cannot see), and
+        // not first in its object (where it changes what is parsed).
+        if key.starts_with(SERDE_TOKEN) {
+            return Err(MetadataError::SerdeToken);
+        }
         if POLLUTION_KEYS.contains(&key.as_str()) {
             continue;
         }
@@ -208,6 +224,15 @@ fn sanitize_value(value: Value, depth: usize, tally: &mut Tally) -> Result<Value
         }
         other => other,
     })
+}
+
+/// Refuses JSON text that holds [`SERDE_TOKEN`] (run on the text before
+/// serde_json parses it).
+pub fn refuse_serde_tokens(text: &str) -> Result<(), MetadataError> {
+    if text.contains(SERDE_TOKEN) {
+        return Err(MetadataError::SerdeToken);
+    }
+    Ok(())
 }
 
 /// How many digits a JSON number has written out in full, without its
@@ -561,8 +586,8 @@ mod tests {
         // Keys sorted, exponents written with their sign; every digit kept.
         let kept = r#"{"e":6.02e+23,"f":0.1000000000000000055511151231257827,"id":123456789012345678901234567890,"neg":-18446744073709551617}"#;
         assert_eq!(metadata.to_json(), kept);
-        let written = r#"{"ok":1e98,"tiny":-1.5e-97}"#;
-        let kept = r#"{"ok":1e+98,"tiny":-1.5e-97}"#;
+        let written = r#"{"max":1.7976931348623157e308,"ok":1e399,"tiny":-5e-324}"#;
+        let kept = r#"{"max":1.7976931348623157e+308,"ok":1e+399,"tiny":-5e-324}"#;
         assert_eq!(
             Metadata::parse_json(written)
                 .map(|m| m.to_json())
@@ -572,11 +597,37 @@ mod tests {
     }
 
     #[test]
+    fn serde_json_tokens_are_refused_in_any_place() {
+        for text in [
+            r#"{"$serde_json::private::Number":"123"}"#,
+            r#"{"a":{"$serde_json::private::RawValue":"[1,2]"}}"#,
+            r#"{"x":1,"$serde_json::private::RawValue":"1"}"#,
+        ] {
+            assert_eq!(
+                Metadata::parse_json(text),
+                Err(MetadataError::SerdeToken),
+                "{text}"
+            );
+        }
+        // Escaped, and not first: seen as a key.
+        let escaped = r#"{"x":1,"\u0024serde_json::private::Number":"1"}"#;
+        assert_eq!(
+            Metadata::parse_json(escaped),
+            Err(MetadataError::SerdeToken)
+        );
+        // As a value, only in text (the event's, the topic's metadata).
+        assert_eq!(
+            refuse_serde_tokens(r#"{"note":"$serde_json::private::"}"#),
+            Err(MetadataError::SerdeToken)
+        );
+    }
+
+    #[test]
     fn numbers_too_long_written_out_are_rejected() {
         for text in [
-            "1e100",
-            "1E+100",
-            "-1e-100",
+            "1e400",
+            "1E+400",
+            "-1e-400",
             "1e-20000",
             "1e99999999999999999999",
             "0e-20000",

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use activity_analytics_api::auth::Caller;
 use activity_analytics_api::{ApiConfig, Application, Claims, Keys, Role};
@@ -1062,6 +1063,82 @@ async fn rebuilt_rollups_equal_the_ones_kept_while_storing() {
     assert_eq!(snapshot().await, kept, "idempotent");
 }
 
+/// A rebuild commits week by week: while one week's rebuild waits (here
+/// for that week's compaction lock, held by another session), the weeks
+/// before it are rebuilt and visible, and the week itself is untouched, so
+/// consumers wait for one week's rebuild rather than the whole range's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_commits_week_by_week() {
+    let w = world(19, 600).await;
+    let store = Store::connect(&w.db.url, 1).expect("store");
+    store.compact_rollups(Utc::now()).await.expect("compact");
+    let client = w.db.client().await;
+    let (first, second) = (utc("2026-03-09T00:00:00Z"), utc("2026-03-16T00:00:00Z"));
+    let week_total = |week: DateTime<Utc>| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT coalesce(sum(events), 0)::bigint FROM rollup_events
+                     WHERE grain = 1440 AND bucket >= $1 AND bucket < $1 + interval '168 hours'",
+                    &[&week],
+                )
+                .await
+                .expect("week total")
+                .get::<_, i64>(0)
+        }
+    };
+    let (right_first, right_second) = (week_total(first).await, week_total(second).await);
+    assert!(
+        right_first > 0 && right_second > 0,
+        "both weeks hold events"
+    );
+    client
+        .execute(
+            "UPDATE rollup_events SET events = events + 1000
+             WHERE grain = 1440 AND bucket >= $1 AND bucket < $1 + interval '336 hours'",
+            &[&first],
+        )
+        .await
+        .expect("damage");
+    let damaged_second = week_total(second).await;
+    assert_ne!(damaged_second, right_second);
+
+    // Another session holds the second week's compaction lock
+    // (WEEK_LOCK_NAMESPACE in consumer/src/store/rollups.rs).
+    let mut holder = w.db.client().await;
+    let hold = holder.transaction().await.expect("transaction");
+    hold.execute(
+        "SELECT pg_advisory_xact_lock(1633907832, floor(extract(epoch FROM $1::timestamptz) / 604800)::integer)",
+        &[&second],
+    )
+    .await
+    .expect("week lock");
+    let rebuild = tokio::spawn(async move {
+        store
+            .rebuild_rollups(first, second + TimeDelta::days(7))
+            .await
+    });
+    let started = Instant::now();
+    while week_total(first).await != right_first {
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && !rebuild.is_finished(),
+            "the first week is rebuilt and committed before the second"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        week_total(second).await,
+        damaged_second,
+        "the second week waits, untouched"
+    );
+    assert!(!rebuild.is_finished());
+    hold.rollback().await.expect("release the week");
+    rebuild.await.expect("task").expect("rebuild");
+    assert_eq!(week_total(second).await, right_second);
+    assert_eq!(week_total(first).await, right_first);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_crosses_its_tenant() {
     let w = world(17, 800).await;
@@ -1572,7 +1649,7 @@ async fn compaction_beside_writers_loses_nothing() {
             let mut rounds = 0;
             while !writing.is_cancelled() {
                 rounds += store.compact_rollups(Utc::now()).await.expect("compact");
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             rounds
         })

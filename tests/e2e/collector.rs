@@ -181,10 +181,33 @@ async fn sent_at_corrects_the_clients_clock_and_refuses_impossible_events() {
             .is_some_and(|e| e.contains("sent_at") && e.contains("created_at")),
         "{answer}"
     );
+    // A User-Agent in UTF-8 (not ASCII) is kept, not dropped.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", collector.url))
+        .bearer_auth(&key)
+        .header(
+            "user-agent",
+            reqwest::header::HeaderValue::from_bytes("Mozilla/5.0 (café)".as_bytes())
+                .expect("header"),
+        )
+        .body(r#"{"events": [{"event_type": "user.login", "metadata": {"case": "utf-8 agent"}}]}"#)
+        .send()
+        .await
+        .expect("the collector answers");
+    assert_eq!(response.status().as_u16(), 202);
     let consumer = InProcessConsumer::start(&settings);
-    assert_eq!(db.wait_for_events(2, Duration::from_secs(60)).await, 2);
+    assert_eq!(db.wait_for_events(3, Duration::from_secs(60)).await, 3);
     consumer.stop().await;
     let client = db.client().await;
+    let agent: Option<String> = client
+        .query_one(
+            "SELECT user_agent FROM activities WHERE metadata->>'case' = 'utf-8 agent'",
+            &[],
+        )
+        .await
+        .expect("the event")
+        .get(0);
+    assert_eq!(agent.as_deref(), Some("Mozilla/5.0 (café)"));
     let created = |case: &'static str| {
         let client = &client;
         async move {
@@ -306,6 +329,57 @@ async fn every_status_code_of_the_collector() {
         (415, &json!("unsupported_encoding")),
         "{body}"
     );
+    // Two Content-Encoding lines are one list: gzip, then br.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", collector.url))
+        .bearer_auth(&key)
+        .header("content-encoding", "gzip")
+        .header("content-encoding", "br")
+        .body(gzip(&one))
+        .send()
+        .await
+        .expect("the collector answers");
+    assert_eq!(response.status().as_u16(), 415);
+
+    // serde_json reads an object whose key is its private token as a
+    // number or raw JSON: such an event is refused, its neighbour kept.
+    let tokens = format!(
+        r#"{{"events": [{}, {{"event_type": "user.login", "metadata": {{"x": 1, "$serde_json::private::RawValue": "1"}}}}]}}"#,
+        login(Uuid::new_v4(), community)
+    );
+    let (status, body, _) = collector.post(Some(&key), tokens).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    assert_eq!(body["rejected"][0]["index"], 1, "{body}");
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reserved")),
+        "{body}"
+    );
+
+    // Other paths and methods get the error body.
+    let client = reqwest::Client::new();
+    for (request, status, code) in [
+        (
+            client.get(format!("{}/v1/events", collector.url)),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            client.post(format!("{}/v2/events", collector.url)),
+            404,
+            "not_found",
+        ),
+    ] {
+        let response = request.send().await.expect("the collector answers");
+        assert_eq!(response.status().as_u16(), status);
+        let body: Value = response.json().await.expect("error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
 
     let slow = create_key(&db, &["--all-communities", "--requests-per-second", "1"]);
     tokio::time::sleep(Duration::from_millis(1_500)).await; // the replica reloads its keys

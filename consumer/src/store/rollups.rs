@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
@@ -47,8 +47,12 @@ pub struct Rebuilt {
 
 impl Store {
     /// Recomputes every rollup bucket overlapping `[from, to)` from the raw
-    /// rows, and the hour and day rows of every UTC day it touches, in one
-    /// transaction, while consumers and compactors wait.
+    /// rows, and the hour, day and week rows of every UTC day it touches,
+    /// one week (Monday 00:00 UTC) at a time: each week in one transaction
+    /// that holds every rollup table while consumers and compactors wait,
+    /// so they wait for a week's rebuild rather than the whole range's, and
+    /// readers see each week either as it was or rebuilt. An interrupted
+    /// rebuild leaves whole weeks rebuilt; running it again finishes it.
     pub async fn rebuild_rollups(
         &self,
         from: DateTime<Utc>,
@@ -57,71 +61,19 @@ impl Store {
         let from = from.duration_trunc(BUCKET).map_err(StoreError::config)?;
         let to = ceil(to)?;
         let mut client = self.pool().get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(
-            "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
-             rollup_entity_days, rollup_community_ranks, rollup_user_weeks, rollup_entity_weeks, rollup_dirty_days, rollup_dirty_hours \
-             IN EXCLUSIVE MODE",
-        )
-        .await?;
-        let archived: Vec<DateTime<Utc>> = tx
-            .query(
-                include_str!("../../../sql/queries/retention/archived_months.sql"),
-                &[&from, &to],
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
-        if !archived.is_empty() {
-            let months: Vec<String> = archived
-                .iter()
-                .map(|m| m.format("%Y-%m").to_string())
-                .collect();
-            return Err(StoreError::Refused(format!(
-                "the raw rows of {} are archived, so their rollups (which outlive them) \
-                 cannot be recomputed: run `activity restore` for those months first",
-                months.join(", ")
-            )));
+        // Refused before anything changes (and again by each week, in its
+        // transaction, should a month be archived meanwhile).
+        refuse_archived(&**client, from, to).await?;
+        let mut events = 0;
+        let mut start = from;
+        while start < to {
+            let end = (week_of(start)? + WEEK).min(to);
+            let tx = client.transaction().await?;
+            events += rebuild_week(&tx, start, end).await?;
+            tx.commit().await?;
+            tracing::info!(from = %start, to = %end, "rollups rebuilt");
+            start = end;
         }
-        tx.execute(
-            include_str!("../../../sql/queries/rollups_clear.sql"),
-            &[&from, &to],
-        )
-        .await?;
-        let events: i64 = tx
-            .query_one(
-                include_str!("../../../sql/queries/rollups_rebuild.sql"),
-                &[&from, &to],
-            )
-            .await?
-            .try_get(0)?;
-        let mut day = from
-            .duration_trunc(TimeDelta::days(1))
-            .map_err(StoreError::config)?;
-        while day < to {
-            compact_day(&tx, day, Weeks::SummedAfter).await?;
-            day += TimeDelta::days(1);
-        }
-        // Every week touched, summed again from its day rows (the
-        // compaction above only added to them): repaired if it was wrong.
-        tx.execute(
-            "WITH entities AS (
-                 DELETE FROM rollup_entity_weeks
-                 WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'
-             )
-             DELETE FROM rollup_user_weeks
-             WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'",
-            &[&from, &to],
-        )
-        .await?;
-        tx.query_one(
-            include_str!("../../../sql/queries/rollups_sum_weeks.sql"),
-            &[&from, &to],
-        )
-        .await?;
-        sum_event_weeks(&tx, from, to).await?;
-        tx.commit().await?;
         Ok(Rebuilt { from, to, events })
     }
 
@@ -253,6 +205,101 @@ enum Weeks {
 
 /// Replaces the hour and day rows of one UTC day with the sums of its
 /// 15-minute rows, and unmarks it and its hours.
+/// A week of the rollups' weeks: 7 days from Monday 00:00 UTC
+/// (`activity_week()` in SQL).
+const WEEK: TimeDelta = TimeDelta::days(7);
+
+/// The start of the week `at` is in.
+fn week_of(at: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    let day = at
+        .duration_trunc(TimeDelta::days(1))
+        .map_err(StoreError::config)?;
+    Ok(day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday())))
+}
+
+/// Refuses a range whose raw rows are archived: their rollups outlive them.
+async fn refuse_archived(
+    client: &impl tokio_postgres::GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let archived: Vec<DateTime<Utc>> = client
+        .query(
+            include_str!("../../../sql/queries/retention/archived_months.sql"),
+            &[&from, &to],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if archived.is_empty() {
+        return Ok(());
+    }
+    let months: Vec<String> = archived
+        .iter()
+        .map(|m| m.format("%Y-%m").to_string())
+        .collect();
+    Err(StoreError::Refused(format!(
+        "the raw rows of {} are archived, so their rollups (which outlive them) \
+         cannot be recomputed: run `activity restore` for those months first",
+        months.join(", ")
+    )))
+}
+
+/// Rebuilds `[from, to)`, which lies within one week, in `tx`; returns the
+/// raw events counted.
+async fn rebuild_week(
+    tx: &tokio_postgres::Transaction<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    tx.batch_execute(
+        "LOCK TABLE rollup_events, rollup_users, rollup_entities, rollup_user_days, \
+         rollup_entity_days, rollup_community_ranks, rollup_user_weeks, rollup_entity_weeks, rollup_dirty_days, rollup_dirty_hours \
+         IN EXCLUSIVE MODE",
+    )
+    .await?;
+    refuse_archived(tx, from, to).await?;
+    tx.execute(
+        include_str!("../../../sql/queries/rollups_clear.sql"),
+        &[&from, &to],
+    )
+    .await?;
+    let events: i64 = tx
+        .query_one(
+            include_str!("../../../sql/queries/rollups_rebuild.sql"),
+            &[&from, &to],
+        )
+        .await?
+        .try_get(0)?;
+    let mut day = from
+        .duration_trunc(TimeDelta::days(1))
+        .map_err(StoreError::config)?;
+    while day < to {
+        compact_day(tx, day, Weeks::SummedAfter).await?;
+        day += TimeDelta::days(1);
+    }
+    // The week summed again from its day rows (the compaction above left
+    // them alone): repaired if it was wrong.
+    tx.execute(
+        "WITH entities AS (
+             DELETE FROM rollup_entity_weeks
+             WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'
+         )
+         DELETE FROM rollup_user_weeks
+         WHERE week >= activity_week($1::timestamptz) AND week < activity_week($2::timestamptz - interval '1 microsecond') + interval '168 hours'",
+        &[&from, &to],
+    )
+    .await?;
+    tx.query_one(
+        include_str!("../../../sql/queries/rollups_sum_weeks.sql"),
+        &[&from, &to],
+    )
+    .await?;
+    sum_event_weeks(tx, from, to).await?;
+    Ok(events)
+}
+
 async fn compact_day(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
@@ -321,5 +368,15 @@ mod tests {
         assert_eq!(ceil(at(1, 0, 0)).unwrap(), at(1, 0, 0));
         assert_eq!(ceil(at(1, 0, 1)).unwrap(), at(1, 15, 0));
         assert_eq!(ceil(at(1, 59, 59)).unwrap(), at(2, 0, 0));
+    }
+
+    #[test]
+    fn weeks_start_on_monday_at_midnight_utc() {
+        let at = |d, h| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
+        // 2026-11-23 is a Monday.
+        assert_eq!(week_of(at(27, 13)).unwrap(), at(23, 0));
+        assert_eq!(week_of(at(23, 0)).unwrap(), at(23, 0));
+        assert_eq!(week_of(at(29, 23)).unwrap(), at(23, 0));
+        assert_eq!(week_of(at(30, 0)).unwrap(), at(30, 0));
     }
 }
