@@ -1,7 +1,8 @@
 -- Refills every 15-minute rollup bucket in [$1, $2) from the rows in
 -- activities, once rollups_clear.sql emptied them (the days touched are then
 -- compacted: rollups_compact_day.sql).
--- Run in one transaction after LOCK TABLE on every rollup table and
+-- Run for one week's part of a rebuild's range at a time, in one
+-- transaction after LOCK TABLE on every rollup table and
 -- rollup_dirty_days IN EXCLUSIVE MODE (rollups.rs): consumers wait (their insert statement
 -- locks the rollups before it writes activities), so none of their rows is
 -- counted twice or missed. $1 and $2 are bucket boundaries.

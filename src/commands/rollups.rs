@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 #[derive(clap::Subcommand)]
 pub(crate) enum Command {
     /// Recompute every rollup bucket in [--from, --to) from the raw events
-    /// (after a bug fix or a backfill). Idempotent; consumers wait while it runs.
+    /// (after a bug fix or a backfill), one week per transaction: consumers
+    /// wait while a week is rebuilt. Idempotent; run again to finish an
+    /// interrupted rebuild.
     Rebuild {
         /// RFC 3339; widened down to a 15-minute boundary.
         #[arg(long)]
