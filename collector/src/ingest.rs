@@ -166,14 +166,9 @@ fn decoded(headers: &HeaderMap, body: Bytes) -> Result<Bytes, CollectError> {
         }
         _ => Err(CollectError::UnsupportedEncoding(format!(
             "Content-Encoding {:?} is not supported; send the body as is or gzip-compressed",
-            excerpt_header(&encoding)
+            activity_core::event::excerpt(&encoding)
         ))),
     }
-}
-
-/// At most 64 characters of a header value, for an error message.
-fn excerpt_header(value: &str) -> String {
-    value.chars().take(64).collect()
 }
 
 /// The request body: each event kept as its text, parsed one by one later

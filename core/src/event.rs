@@ -97,8 +97,9 @@ impl ValidationError {
     }
 }
 
-/// Shortens a hostile value before it is echoed back in an error message.
-pub(crate) fn excerpt(value: &str) -> String {
+/// Shortens a hostile value before it is echoed back in an error message:
+/// at most 80 bytes of it, cut at a character.
+pub fn excerpt(value: &str) -> String {
     const MAX: usize = 80;
     if value.len() <= MAX {
         return value.to_owned();

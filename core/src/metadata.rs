@@ -20,7 +20,8 @@
 //!    out in full they have at most [`MAX_NUMBER_DIGITS`] digits: `jsonb`
 //!    stores a number written out (`1e300` takes 301 bytes) and cannot store
 //!    some at all (`1e-20000`), so larger and smaller ones are rejected, and
-//!    the size bound counts every number written out.
+//!    the size bound counts every number written out;
+//! 8. text or keys holding [`SERDE_TOKEN`] are rejected.
 
 use serde_json::{Map, Value};
 
@@ -277,14 +278,19 @@ fn is_secret_value(text: &str) -> bool {
 /// Narrower than for text: integers of 13 digits and those starting with 1
 /// are mostly timestamps in milliseconds or microseconds.
 fn is_card_number(number: &serde_json::Number) -> bool {
-    // The range first: most numbers are not 15–19 digits long, and need
-    // no text made of them.
-    let digits = match (number.as_u64(), number.as_f64()) {
-        (Some(n), _) if (100_000_000_000_000..10_000_000_000_000_000_000).contains(&n) => {
-            n.to_string()
+    // The number's text as sent (`arbitrary_precision`): an integer's is
+    // its digits, read without parsing.
+    let text = number.as_str();
+    let digits = if text.bytes().all(|b| b.is_ascii_digit()) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        // A float with no fraction: `4111111111111111.0`, `4.111111111111111e15`.
+        match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && (1e14..1e19).contains(&f) => {
+                std::borrow::Cow::Owned(format!("{f:.0}"))
+            }
+            _ => return false,
         }
-        (None, Some(f)) if f.fract() == 0.0 && (1e14..1e19).contains(&f) => format!("{f:.0}"),
-        _ => return false,
     };
     (15..=19).contains(&digits.len())
         && matches!(digits.as_bytes()[0], b'2'..=b'6')

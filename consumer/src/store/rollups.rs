@@ -203,8 +203,6 @@ enum Weeks {
     SummedAfter,
 }
 
-/// Replaces the hour and day rows of one UTC day with the sums of its
-/// 15-minute rows, and unmarks it and its hours.
 /// A week of the rollups' weeks: 7 days from Monday 00:00 UTC
 /// (`activity_week()` in SQL).
 const WEEK: TimeDelta = TimeDelta::days(7);
@@ -300,6 +298,8 @@ async fn rebuild_week(
     Ok(events)
 }
 
+/// Replaces the hour and day rows of one UTC day with the sums of its
+/// 15-minute rows, and unmarks it and its hours.
 async fn compact_day(
     tx: &tokio_postgres::Transaction<'_>,
     day: DateTime<Utc>,
