@@ -34,6 +34,13 @@ pub struct Claims {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Uuid>,
+    /// Not before: seconds since the epoch, whole or not (RFC 7519's
+    /// NumericDate). `jsonwebtoken` checks only a whole `nbf` that fits
+    /// 64 bits and takes any other as absent, so `1e30` or `1893456000.5`
+    /// let a token in early; [`Keys::verify`] checks every number, and a
+    /// value that is not one fails to parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<f64>,
 }
 
 /// The verified caller of one request.
@@ -95,6 +102,7 @@ impl Keys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        refuse_critical_extensions(token)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 0;
@@ -102,6 +110,16 @@ impl Keys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
+        if let Some(nbf) = claims.nbf {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if !nbf.is_finite() || nbf > now {
+                return Err(ApiError::Unauthorized(
+                    "invalid token: it is not valid yet (nbf)".into(),
+                ));
+            }
+        }
         if claims
             .communities
             .iter()
@@ -125,6 +143,27 @@ impl Keys {
             communities: Arc::new(claims.communities.into_iter().collect()),
         })
     }
+}
+
+/// RFC 7515 (4.1.11): a header's `crit` names extensions the recipient
+/// must understand or else refuse the token. This API understands none, and
+/// `jsonwebtoken` ignores the parameter, so a token carrying it is refused
+/// here.
+fn refuse_critical_extensions(token: &str) -> Result<(), ApiError> {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    let critical = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|header| header.get("crit").is_some());
+    if critical {
+        return Err(ApiError::Unauthorized(
+            "invalid token: critical header extensions (crit) are not supported".into(),
+        ));
+    }
+    // A header that does not decode is refused by the verification itself.
+    Ok(())
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -145,12 +145,11 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let draining = self.state.draining.clone();
         let app = router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                draining.cancel();
-            })
-            .await
+        activity_core::http::serve(self.listener, app, async move {
+            shutdown.cancelled().await;
+            draining.cancel();
+        })
+        .await
     }
 }
 

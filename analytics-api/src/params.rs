@@ -63,6 +63,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether its answer has a time series (`interval` sets its buckets).
+    pub fn has_series(self) -> bool {
+        self != Self::User
+    }
+
     pub const ALL: [Endpoint; 4] = [Self::Overview, Self::Community, Self::User, Self::Events];
 
     /// The route, as in the OpenAPI document.
@@ -151,7 +156,8 @@ impl RawParams {
         Ok(())
     }
 
-    pub fn range(&self, now: DateTime<Utc>) -> Result<Range, ApiError> {
+    /// The range asked of `endpoint`, checked and widened to whole buckets.
+    pub fn range(&self, endpoint: Endpoint, now: DateTime<Utc>) -> Result<Range, ApiError> {
         let to = match &self.to {
             Some(text) => parse_time("to", text)?,
             None => now,
@@ -179,17 +185,6 @@ impl RawParams {
                 )))
             }
         };
-        let days = (to - from).num_days();
-        if days > MAX_RANGE_DAYS {
-            return Err(ApiError::BadRequest(format!(
-                "the range is {days} days; at most {MAX_RANGE_DAYS} days may be asked at once"
-            )));
-        }
-        if interval == Interval::Hour && days > MAX_HOURLY_RANGE_DAYS {
-            return Err(ApiError::BadRequest(format!(
-                "the range is {days} days; interval=hour allows at most {MAX_HOURLY_RANGE_DAYS}"
-            )));
-        }
         let tz = match self.tz.as_deref() {
             None => Tz::UTC,
             Some(name) => Tz::from_str(name).map_err(|_| {
@@ -210,6 +205,24 @@ impl RawParams {
         } else {
             to_floor + BUCKET
         };
+        // The limits hold for the range as answered, after widening: checked
+        // before it in whole days, 400 days and a second was 401 days.
+        let span = to - from;
+        if span > TimeDelta::days(MAX_RANGE_DAYS) {
+            return Err(ApiError::BadRequest(format!(
+                "the range is {} days (widened to 15-minute boundaries); at most {MAX_RANGE_DAYS} days may be asked at once",
+                days(span)
+            )));
+        }
+        if interval == Interval::Hour
+            && endpoint.has_series()
+            && span > TimeDelta::days(MAX_HOURLY_RANGE_DAYS)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the range is {} days (widened to 15-minute boundaries); interval=hour allows at most {MAX_HOURLY_RANGE_DAYS}",
+                days(span)
+            )));
+        }
         Ok(Range {
             from,
             to,
@@ -253,6 +266,12 @@ impl RawParams {
     pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
         self.cursor.as_deref().map(Cursor::parse).transpose()
     }
+}
+
+/// A span in days, to two decimals without trailing zeros: `400.01`, `36`.
+fn days(span: TimeDelta) -> String {
+    let text = format!("{:.2}", span.num_minutes() as f64 / 1440.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Where a timeline page starts: just after this row.
@@ -353,7 +372,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-03-10T10:07:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let range = params(&[]).range(now).unwrap();
+        let range = params(&[]).range(Endpoint::Overview, now).unwrap();
         assert_eq!(range.to.to_rfc3339(), "2026-03-10T10:15:00+00:00");
         assert_eq!(range.from.to_rfc3339(), "2026-02-08T10:00:00+00:00");
         assert_eq!(range.tz, Tz::UTC);
@@ -383,7 +402,10 @@ mod tests {
             params(&[("tz", "'; DROP TABLE activities; --")]),
         ] {
             assert!(
-                matches!(bad.range(now), Err(ApiError::BadRequest(_))),
+                matches!(
+                    bad.range(Endpoint::Overview, now),
+                    Err(ApiError::BadRequest(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -410,6 +432,59 @@ mod tests {
                 "{cursor}"
             );
         }
+    }
+
+    #[test]
+    fn limits_hold_for_the_widened_range() {
+        let now = Utc::now();
+        let asked = |from: &str, to: &str, interval: &str, endpoint: Endpoint| {
+            params(&[("from", from), ("to", to), ("interval", interval)]).range(endpoint, now)
+        };
+        // 400 days exactly, and a second more, which widens to 400 days and
+        // 15 minutes (checked in whole days before widening, it passed).
+        let whole = asked(
+            "2025-10-22T00:00:00Z",
+            "2026-11-26T00:00:00Z",
+            "day",
+            Endpoint::Overview,
+        );
+        assert!(whole.is_ok(), "{whole:?}");
+        match asked(
+            "2025-10-22T00:00:00Z",
+            "2026-11-26T00:00:01Z",
+            "day",
+            Endpoint::Overview,
+        ) {
+            Err(ApiError::BadRequest(message)) => {
+                assert!(message.contains("400.01 days"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // 35 days at interval=hour, and a second more.
+        assert!(asked(
+            "2026-10-22T00:00:00Z",
+            "2026-11-26T00:00:00Z",
+            "hour",
+            Endpoint::Events
+        )
+        .is_ok());
+        assert!(matches!(
+            asked(
+                "2026-10-22T00:00:00Z",
+                "2026-11-26T00:00:01Z",
+                "hour",
+                Endpoint::Events
+            ),
+            Err(ApiError::BadRequest(_))
+        ));
+        // /user/{id} has no time series: interval=hour limits nothing there.
+        assert!(asked(
+            "2026-09-01T00:00:00Z",
+            "2026-11-26T00:00:00Z",
+            "hour",
+            Endpoint::User
+        )
+        .is_ok());
     }
 
     #[test]

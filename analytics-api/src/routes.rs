@@ -5,7 +5,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Offset, Utc};
 use chrono_tz::Tz;
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
@@ -49,8 +49,22 @@ fn path_id(name: &str, id: Result<Path<String>, PathRejection>) -> Result<Uuid, 
     parse_uuid(name, &text)
 }
 
+/// `at` in RFC 3339 with `tz`'s offset at that instant. RFC 3339 offsets are
+/// whole minutes; a zone's offset of the past with seconds (Africa/Monrovia's
+/// -0:44:30 until 1972) is rounded to the minute and the clock time shown
+/// moved with it, so the text still names the exact instant (chrono dropped
+/// the seconds from the offset alone: 30 s off).
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz).to_rfc3339()
+    let offset = at.with_timezone(&tz).offset().fix();
+    let seconds = offset.local_minus_utc();
+    if seconds % 60 == 0 {
+        return at.with_timezone(&offset).to_rfc3339();
+    }
+    let minutes = (f64::from(seconds) / 60.0).round() as i32;
+    match chrono::FixedOffset::east_opt(minutes * 60) {
+        Some(rounded) => at.with_timezone(&rounded).to_rfc3339(),
+        None => at.to_rfc3339(),
+    }
 }
 
 fn range_out(range: &Range) -> RangeOut {
@@ -248,7 +262,8 @@ async fn freshness(tx: &Transaction<'_>) -> Result<Freshness, ApiError> {
 #[utoipa::path(get, path = "/api/v1/analytics/overview", params(RawParams),
     security(("bearer" = [])),
     responses((status = 200, body = Overview), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 503, body = ErrorBody, description = "the database cannot answer now; retry")))]
 pub async fn overview(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,7 +275,7 @@ pub async fn overview(
         ));
     }
     let raw = params(raw, Endpoint::Overview)?;
-    let range = raw.range(Utc::now())?;
+    let range = raw.range(Endpoint::Overview, Utc::now())?;
     let limit = raw.limit()?;
     let communities = narrowed(&caller, raw.community_id()?, caller.community_scope())?;
     let mut reader = Reader::get(&state.pool).await?;
@@ -307,7 +322,8 @@ pub async fn overview(
     security(("bearer" = [])),
     responses((status = 200, body = CommunityReport), (status = 400, body = ErrorBody),
                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody)))]
+               (status = 404, body = ErrorBody),
+               (status = 503, body = ErrorBody, description = "the database cannot answer now; retry")))]
 pub async fn community(
     State(state): State<AppState>,
     caller: Caller,
@@ -321,7 +337,7 @@ pub async fn community(
         )));
     }
     let raw = params(raw, Endpoint::Community)?;
-    let range = raw.range(Utc::now())?;
+    let range = raw.range(Endpoint::Community, Utc::now())?;
     let limit = raw.limit()?;
     let communities = Some(vec![id]);
     let mut reader = Reader::get(&state.pool).await?;
@@ -411,7 +427,8 @@ pub async fn community(
 #[utoipa::path(get, path = "/api/v1/analytics/user/{id}", params(("id" = Uuid, Path), RawParams),
     security(("bearer" = [])),
     responses((status = 200, body = UserReport), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 503, body = ErrorBody, description = "the database cannot answer now; retry")))]
 pub async fn user(
     State(state): State<AppState>,
     caller: Caller,
@@ -425,7 +442,7 @@ pub async fn user(
         ));
     }
     let raw = params(raw, Endpoint::User)?;
-    let range = raw.range(Utc::now())?;
+    let range = raw.range(Endpoint::User, Utc::now())?;
     let limit = raw.limit()?;
     let cursor = raw.cursor()?;
     let communities = match caller.role {
@@ -523,7 +540,8 @@ pub async fn user(
 #[utoipa::path(get, path = "/api/v1/analytics/events", params(RawParams),
     security(("bearer" = [])),
     responses((status = 200, body = EventsReport), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 503, body = ErrorBody, description = "the database cannot answer now; retry")))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -535,7 +553,7 @@ pub async fn events(
         ));
     }
     let raw = params(raw, Endpoint::Events)?;
-    let range = raw.range(Utc::now())?;
+    let range = raw.range(Endpoint::Events, Utc::now())?;
     let event_type = raw.event_type()?;
     let community_id = raw.community_id()?;
     let communities = narrowed(&caller, community_id, caller.community_scope())?;
@@ -566,5 +584,36 @@ pub async fn readyz(State(state): State<AppState>) -> StatusCode {
     match state.pool.get().await {
         Ok(client) if client.simple_query("SELECT 1").await.is_ok() => StatusCode::OK,
         _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times_name_the_exact_instant() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("a time")
+                .with_timezone(&Utc)
+        };
+        for (instant, zone) in [
+            // -0:44:30 then.
+            ("1971-06-01T00:00:00Z", chrono_tz::Africa::Monrovia),
+            ("1971-05-31T00:44:30Z", chrono_tz::Africa::Monrovia),
+            // Local mean times with seconds.
+            ("1700-01-01T12:00:00Z", chrono_tz::Pacific::Honolulu),
+            ("1700-01-01T12:00:00Z", chrono_tz::America::St_Johns),
+            ("2026-03-29T01:00:00Z", chrono_tz::Europe::Berlin),
+            ("2026-11-27T10:15:00Z", chrono_tz::Asia::Kolkata),
+        ] {
+            let text = local(at(instant), zone);
+            assert_eq!(at(&text), at(instant), "{instant} in {zone}: {text}");
+        }
+        assert_eq!(
+            local(at("2026-11-27T10:15:00Z"), chrono_tz::Asia::Kolkata),
+            "2026-11-27T15:45:00+05:30"
+        );
     }
 }

@@ -148,6 +148,7 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         exp: (Utc::now().timestamp() + 7200) as u64,
         role: Role::Admin,
         communities: vec![],
+        nbf: None,
     })?;
     let communities: Vec<Uuid> = client
         .query(

@@ -91,6 +91,7 @@ async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<
         exp: (Utc::now().timestamp() + 3600) as u64,
         role: Role::Admin,
         communities: vec![],
+        nbf: None,
     })?;
     let probe = Probe {
         producer: client_config(&args.target.brokers)

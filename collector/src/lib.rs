@@ -143,11 +143,7 @@ impl Application {
                 )
             });
         let draining = self.state.draining.clone();
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = activity_core::http::serve(self.listener, router, async move {
             shutdown.cancelled().await;
             draining.cancel();
         })

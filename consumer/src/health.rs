@@ -148,9 +148,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        let served = axum::serve(listener, router(health, metrics))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let served = activity_core::http::serve(
+            listener,
+            router(health, metrics),
+            shutdown.cancelled_owned(),
+        )
+        .await;
         if let Err(error) = served {
             tracing::error!(%error, "health endpoints stopped");
         }

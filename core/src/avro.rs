@@ -159,9 +159,20 @@ pub fn crc64_avro(text: &str) -> u64 {
     })
 }
 
+/// The most `apache-avro` may allocate for one string or bytes field while
+/// decoding. It allocates a field's declared length before reading it, up to
+/// 512 MB by default: a 41-byte message declaring a 500 MB string took a
+/// consumer from 24 MB to 519 MB of memory (dead-lettered, but the memory
+/// stayed), past its Kubernetes limit. No valid event comes near this
+/// (the collector's events are at most 32 KiB, metadata 16 KiB), and
+/// Kafka's default largest message is 1 MB.
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
 impl AvroCodec {
-    /// Parses every schema in `schemas/`.
+    /// Parses every schema in `schemas/`, and caps what decoding may
+    /// allocate for one field at [`MAX_FIELD_BYTES`] (process-wide).
     pub fn new() -> Result<Self, SchemaError> {
+        apache_avro::util::max_allocation_bytes(MAX_FIELD_BYTES);
         let mut readers = HashMap::new();
         let mut newest = None;
         for (file, text) in SCHEMAS {
@@ -368,6 +379,41 @@ mod tests {
         let minimal = NewEvent::new("user.login").validate(now).unwrap();
         let bytes = codec.encode(&minimal).unwrap();
         assert_eq!(codec.decode_valid(&bytes, now).unwrap(), minimal);
+    }
+
+    #[test]
+    fn a_declared_length_past_the_cap_is_refused_before_allocating() {
+        let codec = AvroCodec::new().unwrap();
+        assert_eq!(
+            apache_avro::util::max_allocation_bytes(usize::MAX),
+            MAX_FIELD_BYTES,
+            "the codec set the cap first"
+        );
+        // A whole event, then the same bytes with event_id's length (the
+        // datum's first varint) claiming 500 MB.
+        let bytes = codec.encode(&sample(Utc::now())).unwrap();
+        let datum = &bytes[HEADER_LEN..];
+        let zigzag = |n: u64| {
+            let (mut n, mut out) = (n << 1, Vec::new());
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    out.push(byte);
+                    return out;
+                }
+                out.push(byte | 0x80);
+            }
+        };
+        let first = zigzag(36); // a hyphenated UUID's length
+        assert!(datum.starts_with(&first));
+        let mut hostile = bytes[..HEADER_LEN].to_vec();
+        hostile.extend(zigzag(500_000_000));
+        hostile.extend_from_slice(&datum[first.len()..]);
+        match codec.decode(&hostile) {
+            Err(DecodeError::Datum(reason)) => assert!(reason.contains("500000000"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

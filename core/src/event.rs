@@ -15,6 +15,10 @@ use uuid::Uuid;
 use crate::metadata::{Metadata, MetadataError};
 
 /// Longest accepted `event_type`, in bytes.
+/// The longest email address (RFC 5321: a 256-byte path less its angle
+/// brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
 pub const MAX_EVENT_TYPE_BYTES: usize = 64;
 /// Longest accepted `entity_type`, in bytes.
 pub const MAX_ENTITY_TYPE_BYTES: usize = 64;
@@ -424,11 +428,17 @@ impl ActivityEvent {
     }
 
     /// The email a `user.signup` event carries in `metadata.email`, used to
-    /// fill in the `users` row.
+    /// fill in the `users` row: only one that can be an address (an `@`, at
+    /// most [`MAX_EMAIL_BYTES`]). Any other (a redacted value, 3 kB of text)
+    /// is kept in the event's metadata and leaves the row's email unset: a
+    /// value too long for `users_email_key`'s index had failed the insert
+    /// of every batch it was in, and a redacted one would have been one
+    /// user's email.
     pub fn signup_email(&self) -> Option<&str> {
         (self.event_type.as_str() == "user.signup")
             .then(|| self.metadata.as_ref()?.get_str("email"))
             .flatten()
+            .filter(|email| email.len() <= MAX_EMAIL_BYTES && email.contains('@'))
     }
 
     /// The name a `community.created` event carries in `metadata.name`, used
@@ -812,6 +822,16 @@ mod tests {
             .validate(now())
             .unwrap();
         assert_eq!(signup.signup_email(), Some("a@example.com"));
+        for not_an_address in [
+            format!("{}@example.com", "a".repeat(3000)),
+            "[REDACTED]".to_owned(),
+        ] {
+            let signup = NewEvent::new("user.signup")
+                .metadata(json!({ "email": not_an_address }))
+                .validate(now())
+                .unwrap();
+            assert_eq!(signup.signup_email(), None, "{not_an_address:.40}");
+        }
         let login = NewEvent::new("user.login")
             .metadata(json!({"email": "a@example.com"}))
             .validate(now())

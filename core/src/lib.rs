@@ -12,6 +12,7 @@ pub mod avro;
 pub mod config;
 pub mod database;
 pub mod event;
+pub mod http;
 pub mod kafka;
 pub mod metadata;
 pub mod shutdown;

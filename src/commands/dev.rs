@@ -127,6 +127,7 @@ async fn print_overview(address: std::net::SocketAddr, secret: &[u8]) -> anyhow:
         exp: (chrono::Utc::now().timestamp() + 300) as u64,
         role: Role::Admin,
         communities: vec![],
+        nbf: None,
     })?;
     let url = format!("http://{address}/api/v1/analytics/overview?interval=week&limit=5");
     let body: serde_json::Value = reqwest::Client::new()

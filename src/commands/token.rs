@@ -55,6 +55,7 @@ pub(crate) fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         exp,
         role,
         communities: args.communities,
+        nbf: None,
     })?;
     println!("{token}");
     Ok(())

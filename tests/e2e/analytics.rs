@@ -186,6 +186,7 @@ impl World {
                 exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
                 role,
                 communities: communities.to_vec(),
+                nbf: None,
             })
             .expect("mint")
     }
@@ -1232,6 +1233,7 @@ async fn no_token_crosses_its_tenant() {
             exp: (Utc::now() - TimeDelta::minutes(5)).timestamp() as u64,
             role: Role::Admin,
             communities: vec![],
+            nbf: None,
         })
         .expect("mint");
     let wrong_key = Keys::new(b"another-secret-another-secret-xx").mint(&Claims {
@@ -1239,6 +1241,7 @@ async fn no_token_crosses_its_tenant() {
         exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
         role: Role::Admin,
         communities: vec![],
+        nbf: None,
     });
     let admin = w.admin();
     let parts: Vec<&str> = admin.split('.').collect();
@@ -1270,7 +1273,51 @@ async fn no_token_crosses_its_tenant() {
         )
         .expect("mint")
     };
-    for token in [
+    // Signed tokens whose `nbf` is in the future but not a whole number
+    // that fits 64 bits (which `jsonwebtoken` alone takes as absent), or is
+    // not a number; and one naming a critical header extension.
+    let signed = |header: &str, claims: Value| {
+        let head = base64_url(header.as_bytes());
+        let body = base64_url(claims.to_string().as_bytes());
+        let input = format!("{head}.{body}");
+        let signature = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{input}.{signature}")
+    };
+    let exp = (Utc::now() + TimeDelta::hours(2)).timestamp();
+    let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let early: Vec<String> = [
+        json!(1e30),
+        serde_json::from_str(&format!("{}.5", exp - 600)).expect("a fraction"),
+        json!(exp.to_string()),
+    ]
+    .into_iter()
+    .map(|nbf| {
+        signed(
+            hs256,
+            json!({"sub": "admin", "role": "admin", "exp": exp, "nbf": nbf}),
+        )
+    })
+    .collect();
+    let critical = signed(
+        r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
+        json!({"sub": "admin", "role": "admin", "exp": exp}),
+    );
+    // The same forms, valid: a past fractional `nbf` is a NumericDate too.
+    let past = signed(
+        hs256,
+        json!({"sub": "admin", "role": "admin", "exp": exp, "nbf": serde_json::from_str::<Value>(&format!("{}.5", exp - 86_400)).expect("a fraction")}),
+    );
+    let (status, body) = w
+        .get(&past, &format!("/api/v1/analytics/overview?{q}"))
+        .await;
+    assert_eq!(status, 200, "a past fractional nbf: {body}");
+    for token in early.into_iter().chain([
+        critical,
         reserved,
         not_yet,
         expired,
@@ -1279,7 +1326,7 @@ async fn no_token_crosses_its_tenant() {
         alg_none,
         "garbage".into(),
         String::new(),
-    ] {
+    ]) {
         let (status, body) = w
             .get(&token, &format!("/api/v1/analytics/overview?{q}"))
             .await;
@@ -1385,6 +1432,62 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         .expect("users")
         .get(0);
     assert_eq!(others, 0, "no user rows (emails) for a community admin");
+    // Each policy reads the caller's scope once per query (a scalar
+    // subquery, an InitPlan), never once per row: parsing a long
+    // communities list for every row took a 1,000-community token's
+    // community report past the statement timeout.
+    let policies =
+        w.db.client()
+            .await
+            .query(
+                "SELECT tablename::text, qual FROM pg_policies WHERE 'activity_api' = ANY (roles)",
+                &[],
+            )
+            .await
+            .expect("policies");
+    assert!(policies.len() >= 10, "the API's policies are there");
+    for row in &policies {
+        let (table, qual): (String, String) = (row.get(0), row.get(1));
+        assert_eq!(
+            qual.matches("activity_scope_").count(),
+            2 * qual.matches("SELECT activity_scope_").count(),
+            "{table}: every scope call is a subquery: {qual}"
+        );
+    }
+    // A's rows are still exactly A's under a scope of a thousand communities.
+    let wide = Caller {
+        role: Role::CommunityAdmin,
+        subject: "ca".into(),
+        communities: Arc::new(
+            std::iter::once(a)
+                .chain((0..999).map(|_| Uuid::new_v4()))
+                .collect(),
+        ),
+    };
+    let expected: i64 =
+        w.db.count(&format!(
+            "SELECT count(*) FROM activities WHERE community_id = '{a}'"
+        ))
+        .await;
+    tx.commit().await.expect("commit");
+    let tx = activity_analytics_api::db::scoped(&mut client, &wide, "UTC")
+        .await
+        .expect("scoped");
+    for (community, want) in [(a, expected), (b, 0)] {
+        let n: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM activities WHERE community_id = $1",
+                &[&community],
+            )
+            .await
+            .expect("wide scope")
+            .get(0);
+        assert_eq!(n, want, "{community} under a 1,000-community scope");
+    }
+    tx.commit().await.expect("commit");
+    let tx = activity_analytics_api::db::scoped(&mut client, &caller, "UTC")
+        .await
+        .expect("scoped");
     // A partition read by name, where no policy applies, is refused.
     let error = tx
         .query_one("SELECT count(*) FROM activities_p2026_03", &[])
@@ -1394,6 +1497,58 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         error.code(),
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
     );
+}
+
+/// A connection that never finishes its request's headers (or never sends
+/// one) is closed: unclosed, 20,000 of them used up the API's file
+/// descriptors until `/healthz` went unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_whole_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new().await;
+    let (base, shutdown) = serve_api(&db.url, 1).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    half.write_all(b"GET /api/v1/analytics/overview HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a request");
+    let mut silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let mut kept = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("a whole request");
+    let mut buffer = [0u8; 4096];
+    let n = kept.read(&mut buffer).await.expect("an answer");
+    assert!(
+        buffer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buffer[..n])
+    );
+    // Each is closed (EOF) once the header timeout has passed; the bound
+    // here only keeps a failing test from hanging.
+    let wait = activity_core::http::HEADER_READ_TIMEOUT * 3;
+    for (name, stream) in [
+        ("half a request", &mut half),
+        ("nothing sent", &mut silent),
+        ("idle after a response", &mut kept),
+    ] {
+        let read = tokio::time::timeout(wait, stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: still open after {wait:?}"));
+        assert!(matches!(read, Ok(0) | Err(_)), "{name}: {read:?}");
+    }
+    // And the server answers as before.
+    let answer = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(answer.status(), 200);
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1568,6 +1723,7 @@ async fn sketched_unique_users_stay_close_to_exact_at_scale() {
             exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
             role: Role::Admin,
             communities: vec![],
+            nbf: None,
         })
         .expect("mint");
     let q = "from=2026-06-09T00:00:00Z&to=2026-06-12T00:00:00Z";

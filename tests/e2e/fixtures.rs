@@ -425,9 +425,16 @@ impl RawProducer {
     }
 
     pub fn on(brokers: &str) -> Self {
+        Self::compressed(brokers, "none")
+    }
+
+    /// A producer compressing its record batches with `codec` (`gzip`,
+    /// `snappy`, `lz4`, `zstd`), as any Kafka client may.
+    pub fn compressed(brokers: &str, codec: &str) -> Self {
         Self(
             client_config(brokers)
                 .set("enable.idempotence", "true")
+                .set("compression.type", codec)
                 // One message per record batch: Tansu cannot serve a fetch
                 // that starts inside one (README: Known broker differences).
                 .set("batch.num.messages", "1")

@@ -10,8 +10,9 @@ pub enum StoreError {
     /// classes): retry the same batch after a backoff.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The database refused a value in the batch (data-exception and
-    /// integrity classes): find the rows it refuses and dead-letter only them.
+    /// The database refused a value in the batch (data-exception,
+    /// integrity and program-limit classes): find the rows it refuses and
+    /// dead-letter only them.
     #[error("database rejected the batch: {0}")]
     Rejected(String),
     /// The schema or permissions are wrong (a missing table, a revoked
@@ -61,7 +62,9 @@ impl From<tokio_postgres::Error> for StoreError {
         }
         match &code.code()[..2] {
             "08" | "53" | "57" | "40" | "55" | "58" | "XX" => Self::Unavailable(message),
-            "22" | "23" => Self::Rejected(message),
+            // 54: a value past one of PostgreSQL's limits (an index row
+            // over 2,704 bytes, say) is a value it refuses too.
+            "22" | "23" | "54" => Self::Rejected(message),
             _ => Self::Schema(message),
         }
     }

@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0015_reserved_ids.sql",
         include_str!("../../../sql/migrations/0015_reserved_ids.sql"),
     ),
+    (
+        16,
+        "0016_scope_once.sql",
+        include_str!("../../../sql/migrations/0016_scope_once.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.
