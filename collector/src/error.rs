@@ -39,9 +39,14 @@ pub enum CollectError {
     Unavailable(String),
 }
 
-impl IntoResponse for CollectError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl CollectError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -53,7 +58,13 @@ impl IntoResponse for CollectError {
             }
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        };
+        }
+    }
+}
+
+impl IntoResponse for CollectError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
         let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
         let retry_after = match &self {

@@ -327,7 +327,25 @@ pub async fn post_events(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", route = "/v1/events", %request_id, key = tracing::field::Empty);
-    tracing::Instrument::instrument(ingest(collector, peer, headers, body), span).await
+    tracing::Instrument::instrument(
+        async move {
+            let answer = ingest(collector, peer, headers, body).await;
+            match &answer {
+                Ok(_) => metrics::answered(202),
+                Err(error) => {
+                    let status = error.status().as_u16();
+                    metrics::answered(status);
+                    // 503s are logged where they happen, with the cause.
+                    if status != 503 {
+                        tracing::info!(status, %error, "request refused");
+                    }
+                }
+            }
+            answer
+        },
+        span,
+    )
+    .await
 }
 
 async fn ingest(
@@ -409,6 +427,16 @@ async fn ingest(
         }
     }
     metrics::accepted(accepted);
+    if let Some(first) = rejected.first() {
+        // The key is in the span: whose client sends what.
+        tracing::info!(
+            accepted,
+            rejected = rejected.len(),
+            first_index = first.index,
+            first_error = %first.error,
+            "events rejected"
+        );
+    }
     rejected_kinds.into_iter().for_each(metrics::rejected);
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected })).into_response())
 }

@@ -12,6 +12,12 @@ pub(crate) fn rejected(reason: &'static str) {
     counter!("collector_events_rejected_total", "reason" => reason).increment(1);
 }
 
+/// One answered `POST /v1/events`, by status (202, 400, 401, 403, 413,
+/// 415, 429, 503).
+pub(crate) fn answered(status: u16) {
+    counter!("collector_requests_total", "status" => status.to_string()).increment(1);
+}
+
 pub(crate) fn spam_dropped() {
     counter!("collector_spam_events_dropped_total").increment(1);
 }

@@ -22,7 +22,7 @@ pub enum AppEnv {
 }
 
 impl AppEnv {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Dev => "dev",
             Self::Staging => "staging",

@@ -29,20 +29,61 @@ pub(crate) struct JwtArgs {
     jwt_secret: Option<Secret>,
 }
 
+/// Published keys (the dev key above, `.env.example`'s placeholder): anyone
+/// could mint an admin token for a deployment that used one.
+const PUBLISHED_JWT_SECRETS: [&str; 2] = [
+    DEV_JWT_SECRET,
+    "dev-only-jwt-secret-0123456789abcdef0123456789",
+];
+
+/// Fewer distinct bytes than this in a staging or prod key (32 times `a`)
+/// is refused as a placeholder, not a key.
+const MIN_DISTINCT_SECRET_BYTES: usize = 10;
+
 impl JwtArgs {
     pub(crate) fn secret(&self, settings: &Settings) -> anyhow::Result<Vec<u8>> {
-        match (&self.jwt_secret, settings.app_env.unwrap_or(AppEnv::Dev)) {
-            (Some(secret), AppEnv::Dev) => Ok(secret.expose().as_bytes().to_vec()),
-            (Some(secret), _) if secret.expose().len() >= 32 => {
-                Ok(secret.expose().as_bytes().to_vec())
+        key_for(
+            settings.app_env.unwrap_or(AppEnv::Dev),
+            self.jwt_secret.as_ref().map(Secret::expose),
+        )
+    }
+}
+
+/// The HS256 key `env` runs with: `JWT_SECRET` as given in dev (the dev
+/// key without it); in staging and prod one of at least 32 bytes that is
+/// neither published nor a placeholder.
+fn key_for(env: AppEnv, secret: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    match secret {
+        Some(secret) if env == AppEnv::Dev => Ok(secret.as_bytes().to_vec()),
+        Some(secret) => {
+            let distinct = secret
+                .bytes()
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            if secret.len() < 32 {
+                anyhow::bail!("JWT_SECRET must be at least 32 bytes in {}", env.name())
             }
-            (Some(_), env) => anyhow::bail!("JWT_SECRET must be at least 32 bytes in {env:?}"),
-            (None, AppEnv::Dev) => {
-                tracing::warn!("JWT_SECRET is not set: using the dev key (APP_ENV=dev only)");
-                Ok(DEV_JWT_SECRET.as_bytes().to_vec())
+            if PUBLISHED_JWT_SECRETS.contains(&secret) {
+                anyhow::bail!(
+                    "JWT_SECRET is a published example key; {} needs a key of its own \
+                     (e.g. `openssl rand -base64 48`)",
+                    env.name()
+                )
             }
-            (None, env) => anyhow::bail!("JWT_SECRET is required in {env:?}"),
+            if distinct < MIN_DISTINCT_SECRET_BYTES {
+                anyhow::bail!(
+                    "JWT_SECRET has only {distinct} distinct characters: a placeholder, \
+                     not a key; {} needs a random one (e.g. `openssl rand -base64 48`)",
+                    env.name()
+                )
+            }
+            Ok(secret.as_bytes().to_vec())
         }
+        None if env == AppEnv::Dev => {
+            tracing::warn!("JWT_SECRET is not set: using the dev key (APP_ENV=dev only)");
+            Ok(DEV_JWT_SECRET.as_bytes().to_vec())
+        }
+        None => anyhow::bail!("JWT_SECRET is required in {}", env.name()),
     }
 }
 
@@ -63,4 +104,34 @@ pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     activity_core::shutdown::cancel_on_signal(shutdown.clone());
     app.run_until_stopped(shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_and_prod_refuse_keys_anyone_could_know() {
+        let random = "q7Vn2xK9pL4mZ8rT1wY6bH3jF5sD0aGc";
+        for env in [AppEnv::Staging, AppEnv::Prod] {
+            assert_eq!(key_for(env, Some(random)).unwrap(), random.as_bytes());
+            for (secret, why) in [
+                (None, "required"),
+                (Some("short-but-random-Q7x"), "at least 32 bytes"),
+                (Some(DEV_JWT_SECRET), "published"),
+                (Some(PUBLISHED_JWT_SECRETS[1]), "published"),
+                (Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "distinct"),
+            ] {
+                let error = key_for(env, secret).unwrap_err().to_string();
+                assert!(error.contains(why), "{secret:?}: {error}");
+                assert!(error.contains(env.name()), "{error}");
+            }
+        }
+        // dev takes what it is given, and has a key of its own without one.
+        assert_eq!(key_for(AppEnv::Dev, Some("x")).unwrap(), b"x");
+        assert_eq!(
+            key_for(AppEnv::Dev, None).unwrap(),
+            DEV_JWT_SECRET.as_bytes()
+        );
+    }
 }

@@ -20,14 +20,15 @@ pub(crate) struct ConsumerArgs {
     /// Consumer group id.
     #[arg(long, env = "CONSUMER_GROUP_ID")]
     group_id: Option<String>,
-    /// Events per database transaction.
-    #[arg(long, env = "CONSUMER_BATCH_SIZE")]
+    /// Events per database transaction (at least 1).
+    #[arg(long, env = "CONSUMER_BATCH_SIZE", value_parser = at_least_one())]
     batch_size: Option<usize>,
     /// How long a partial batch waits for more events, in milliseconds.
     #[arg(long, env = "CONSUMER_BATCH_LINGER_MS")]
     batch_linger_ms: Option<u64>,
-    /// Batches written to the database at once (offsets still commit in order).
-    #[arg(long, env = "CONSUMER_MAX_IN_FLIGHT")]
+    /// Batches written to the database at once, at least 1 (offsets still
+    /// commit in order).
+    #[arg(long, env = "CONSUMER_MAX_IN_FLIGHT", value_parser = at_least_one())]
     max_in_flight: Option<usize>,
     /// How often the rollup compactor looks for days to compact, in milliseconds.
     #[arg(long, env = "CONSUMER_COMPACT_INTERVAL_MS")]
@@ -38,18 +39,24 @@ pub(crate) struct ConsumerArgs {
     max_poll_interval_ms: Option<u64>,
 }
 
+/// A count that must be at least 1: 0 is refused with clap's message, not
+/// silently read as "the default".
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
 impl ConsumerArgs {
     pub(crate) fn apply(&self, settings: &mut Settings) {
         if let Some(group) = &self.group_id {
             settings.consumer.group_id = group.clone();
         }
-        if let Some(size) = self.batch_size.filter(|&s| s > 0) {
+        if let Some(size) = self.batch_size {
             settings.consumer.batch_size = size;
         }
         if let Some(linger) = self.batch_linger_ms {
             settings.consumer.batch_linger_ms = linger;
         }
-        if let Some(depth) = self.max_in_flight.filter(|&d| d > 0) {
+        if let Some(depth) = self.max_in_flight {
             settings.consumer.max_in_flight = depth;
         }
         if let Some(every) = self.compact_interval_ms {

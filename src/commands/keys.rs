@@ -17,11 +17,11 @@ pub(crate) enum Command {
         /// The key may write events of every community (and system events).
         #[arg(long, conflicts_with = "communities")]
         all_communities: bool,
-        /// Events per second (default: the collector's).
-        #[arg(long)]
+        /// Events per second, at least 1 (default: the collector's).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         events_per_second: Option<u32>,
-        /// Requests per second (default: the collector's).
-        #[arg(long)]
+        /// Requests per second, at least 1 (default: the collector's).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         requests_per_second: Option<u32>,
     },
     /// List keys (never the keys themselves: their first characters).
@@ -46,8 +46,8 @@ pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<
                 &NewKey {
                     name,
                     communities: (!all_communities).then_some(communities),
-                    events_per_second: events_per_second.filter(|&n| n > 0),
-                    requests_per_second: requests_per_second.filter(|&n| n > 0),
+                    events_per_second,
+                    requests_per_second,
                 },
             )
             .await?;

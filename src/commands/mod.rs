@@ -12,3 +12,16 @@ pub(crate) mod produce;
 pub(crate) mod retention;
 pub(crate) mod rollups;
 pub(crate) mod token;
+
+/// A date flag (`--from`, `--to`, `--before`): `YYYY-MM-DD` (midnight UTC)
+/// or RFC 3339.
+pub(crate) fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| format!("{text:?} is not a date: use YYYY-MM-DD or RFC 3339"))
+}

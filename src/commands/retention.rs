@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use activity_core::config::Settings;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Command {
@@ -21,30 +21,18 @@ pub(crate) enum Command {
 pub(crate) struct ArchiveArgs {
     /// Archive and drop every partition wholly before this date
     /// (YYYY-MM-DD or RFC 3339).
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = super::parse_date)]
     before: DateTime<Utc>,
 }
 
 #[derive(clap::Args)]
 pub(crate) struct RestoreArgs {
     /// First instant restored (YYYY-MM-DD or RFC 3339).
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = super::parse_date)]
     from: DateTime<Utc>,
     /// End of the range, exclusive (YYYY-MM-DD or RFC 3339).
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = super::parse_date)]
     to: DateTime<Utc>,
-}
-
-/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
-fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.to_utc());
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
-        .ok_or_else(|| format!("{text:?} is not a date: use YYYY-MM-DD or RFC 3339"))
 }
 
 pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {

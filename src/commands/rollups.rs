@@ -11,11 +11,13 @@ pub(crate) enum Command {
     /// wait while a week is rebuilt. Idempotent; run again to finish an
     /// interrupted rebuild.
     Rebuild {
-        /// RFC 3339; widened down to a 15-minute boundary.
-        #[arg(long)]
+        /// `YYYY-MM-DD` (midnight UTC) or RFC 3339; widened down to a
+        /// 15-minute boundary.
+        #[arg(long, value_parser = super::parse_date)]
         from: DateTime<Utc>,
-        /// RFC 3339, exclusive; widened up to a 15-minute boundary.
-        #[arg(long)]
+        /// `YYYY-MM-DD` (midnight UTC) or RFC 3339, exclusive; widened up to
+        /// a 15-minute boundary.
+        #[arg(long, value_parser = super::parse_date)]
         to: DateTime<Utc>,
     },
 }

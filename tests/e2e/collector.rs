@@ -523,6 +523,11 @@ async fn a_mixed_batch_stores_exactly_the_valid_events_once_however_often_it_is_
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(all, 14, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "collector_requests_total{status=\"202\"}"),
+        2.0,
+        "answered requests by status: {metrics}"
+    );
 
     let consumer = InProcessConsumer::start(&settings);
     assert_eq!(db.wait_for_events(13, Duration::from_secs(60)).await, 13);

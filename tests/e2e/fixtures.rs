@@ -58,6 +58,18 @@ impl TestDb {
         db
     }
 
+    /// The name and URL of a database of its own that does not exist yet
+    /// (dropped when the test ends if something created it).
+    pub fn not_created() -> Self {
+        let server = server_url();
+        let name = unique("activity_test");
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+            server,
+        }
+    }
+
     /// A database as `activity migrate` left it when the last migration
     /// was `version`, for tests of what a later migration does to existing
     /// data.

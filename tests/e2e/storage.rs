@@ -162,3 +162,26 @@ async fn migrate_is_idempotent_and_creates_partitions_ahead() {
         1
     );
 }
+
+/// `activity migrate` started several times at once on a database that does
+/// not exist yet (a deploy's jobs, say): every run succeeds, and the
+/// migrations are applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_started_together_on_a_new_database_all_succeed() {
+    let db = TestDb::not_created();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { activity_consumer::store::migrate::migrate(&url, 1).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("joined").expect("every run succeeds");
+    }
+    let applied = db.count("SELECT count(*) FROM schema_migrations").await;
+    let distinct = db
+        .count("SELECT count(DISTINCT version) FROM schema_migrations")
+        .await;
+    assert_eq!(applied, distinct, "each migration applied once");
+    assert!(applied >= 16, "{applied} migrations");
+}

@@ -111,7 +111,13 @@ pub async fn migrate_through(database_url: &str, last: i32, ahead: u32) -> Resul
     let (mut client, connection) = config.connect(NoTls).await?;
     let connection = tokio::spawn(connection);
 
+    // The lock first: CREATE TABLE IF NOT EXISTS is not safe against a
+    // concurrent one (two `migrate`s on a new database failed with "type
+    // schema_migrations already exists").
     client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = match client
         .batch_execute(
             "SET client_min_messages = warning;
             CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -120,11 +126,11 @@ pub async fn migrate_through(database_url: &str, last: i32, ahead: u32) -> Resul
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
             )",
         )
-        .await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let result = apply(&mut client, last).await;
+        .await
+    {
+        Ok(()) => apply(&mut client, last).await,
+        Err(e) => Err(e.into()),
+    };
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -184,6 +190,14 @@ async fn create_database(database_url: &str) -> Result<(), StoreError> {
     maintenance.dbname("postgres");
     let (client, connection) = maintenance.connect(NoTls).await?;
     let connection = tokio::spawn(connection);
+    // Migrations of a new database started together (a deploy's jobs):
+    // one creates it, the others wait here and find it. (CREATE DATABASE
+    // racing another fails on pg_database's unique index, not always as
+    // "already exists".) A lock per database name, held until this
+    // connection closes.
+    client
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&name])
+        .await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await?
