@@ -39,6 +39,9 @@ struct Inner {
     database: Mutex<Option<String>>,
     /// The last dead-letter topic error, until a letter is acknowledged.
     dead_letters: Mutex<Option<String>>,
+    /// Why Kafka cannot be read (no broker reachable), from librdkafka's
+    /// statistics: set and cleared by each report.
+    kafka: Mutex<Option<String>>,
     paused: AtomicBool,
     stopping: AtomicBool,
 }
@@ -76,6 +79,11 @@ impl Health {
         set(&self.inner.dead_letters, None);
     }
 
+    /// What the latest Kafka report says: `None` when a broker is up.
+    pub fn kafka_state(&self, problem: Option<String>) {
+        set(&self.inner.kafka, problem);
+    }
+
     pub fn set_paused(&self, paused: bool) {
         self.inner.paused.store(paused, Ordering::Relaxed);
     }
@@ -94,6 +102,9 @@ impl Health {
         }
         if let Some(error) = get_reason(&self.inner.dead_letters) {
             reasons.push(format!("dead-letter topic: {error}"));
+        }
+        if let Some(problem) = get_reason(&self.inner.kafka) {
+            reasons.push(format!("kafka: {problem}"));
         }
         if self.inner.paused.load(Ordering::Relaxed) {
             reasons.push("partitions paused: waiting for the batch in flight".to_owned());

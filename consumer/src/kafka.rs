@@ -102,6 +102,7 @@ impl Totals {
 struct GroupContext {
     generations: Mutex<HashMap<i32, u64>>,
     next: Mutex<u64>,
+    health: Health,
 }
 
 impl GroupContext {
@@ -120,7 +121,11 @@ impl ClientContext for GroupContext {
     /// the group's committed offset, as `consumer_lag_messages{partition}`.
     /// Partitions it does not own (any more) read 0, so a sum over members
     /// counts each partition once.
+    /// And whether any broker is up: with none (a wrong `KAFKA_BROKERS`, the
+    /// cluster down), `/readyz` says so instead of answering ready while
+    /// nothing can be read.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.health.kafka_state(unreachable(&statistics));
         for topic in statistics.topics.values() {
             for partition in topic.partitions.values() {
                 if partition.partition < 0 {
@@ -136,6 +141,23 @@ impl ClientContext for GroupContext {
             }
         }
     }
+}
+
+/// `Some(why)` when none of the brokers librdkafka knows is up (the ones
+/// configured or learned from metadata; not its internal and logical
+/// pseudo-brokers, such as the group coordinator's handle).
+fn unreachable(statistics: &rdkafka::Statistics) -> Option<String> {
+    let brokers: Vec<&rdkafka::statistics::Broker> = statistics
+        .brokers
+        .values()
+        .filter(|broker| matches!(broker.source.as_str(), "configured" | "learned"))
+        .collect();
+    if brokers.iter().any(|broker| broker.state == "UP") {
+        return None;
+    }
+    let mut names: Vec<&str> = brokers.iter().map(|broker| broker.name.as_str()).collect();
+    names.sort_unstable();
+    Some(format!("no broker reachable ({})", names.join(", ")))
 }
 
 impl ConsumerContext for GroupContext {
@@ -194,7 +216,8 @@ pub struct Consumer {
 impl Consumer {
     /// Connects (lazily) to the brokers and the database, and subscribes.
     pub fn build(settings: &Settings, store: Store) -> Result<Self, ConsumerError> {
-        let consumer: StreamConsumer<GroupContext> = client_config(&settings.kafka.brokers)
+        let mut consumer = client_config(&settings.kafka.brokers);
+        consumer
             .set("group.id", &settings.consumer.group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -217,10 +240,14 @@ impl Consumer {
             // Lag per partition for /metrics (GroupContext::stats).
             .set("statistics.interval.ms", "10000")
             // Bounds the prefetch buffer, and so the consumer's memory.
-            .set("queued.max.messages.kbytes", "16384")
-            .create_with_context(GroupContext::default())?;
-        consumer.subscribe(&[&settings.kafka.topic])?;
+            .set("queued.max.messages.kbytes", "16384");
         let health = Health::default();
+        let consumer: StreamConsumer<GroupContext> =
+            consumer.create_with_context(GroupContext {
+                health: health.clone(),
+                ..GroupContext::default()
+            })?;
+        consumer.subscribe(&[&settings.kafka.topic])?;
         Ok(Self {
             consumer,
             topic: settings.kafka.topic.clone(),

@@ -398,6 +398,31 @@ fn reasons_mention(body: &serde_json::Value, text: &str) -> bool {
     })
 }
 
+/// A consumer that can reach no broker (a wrong `KAFKA_BROKERS`, the
+/// cluster down) says so on `/readyz` rather than answering ready while it
+/// reads nothing; the same consumer pointed at the broker is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_reaches_no_broker_is_not_ready() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let mut settings = settings(&db, &topic);
+    let reachable = ConsumerProcess::spawn(&settings, "readyz-broker");
+    wait_for_readiness(&reachable, |status, _| status == 200).await;
+    settings.kafka.brokers = format!("127.0.0.1:{}", free_port());
+    let lost = ConsumerProcess::spawn(&settings, "readyz-no-broker");
+    let (_, body) = wait_for_readiness(&lost, |status, body| {
+        status == 503 && reasons_mention(body, "no broker reachable")
+    })
+    .await;
+    assert!(
+        reasons_mention(&body, &settings.kafka.brokers),
+        "names the brokers it tried: {body}"
+    );
+    // Still ready: it has not been told anything else.
+    let (status, body) = reachable.readiness().await.expect("an answer");
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
     let db = TestDb::new().await;
