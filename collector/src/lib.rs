@@ -165,10 +165,14 @@ impl Application {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut reasons = Vec::new();
     if state.draining.is_cancelled() {
-        reasons.push("shutting down");
+        reasons.push("shutting down".to_owned());
     }
     if !state.collector.keys.loaded() {
-        reasons.push("write keys not loaded: the database has not answered");
+        reasons.push("write keys not loaded: the database has not answered".to_owned());
+    }
+    // Every request would get 503: out of rotation until a broker is up.
+    if let Some(problem) = state.collector.tracker.unreachable() {
+        reasons.push(format!("kafka: {problem}"));
     }
     let local = state.collector.limiter.degraded();
     let status = if reasons.is_empty() {

@@ -125,7 +125,8 @@ impl ClientContext for GroupContext {
     /// cluster down), `/readyz` says so instead of answering ready while
     /// nothing can be read.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        self.health.kafka_state(unreachable(&statistics));
+        self.health
+            .kafka_state(activity_core::kafka::no_broker_up(&statistics));
         for topic in statistics.topics.values() {
             for partition in topic.partitions.values() {
                 if partition.partition < 0 {
@@ -141,23 +142,6 @@ impl ClientContext for GroupContext {
             }
         }
     }
-}
-
-/// `Some(why)` when none of the brokers librdkafka knows is up (the ones
-/// configured or learned from metadata; not its internal and logical
-/// pseudo-brokers, such as the group coordinator's handle).
-fn unreachable(statistics: &rdkafka::Statistics) -> Option<String> {
-    let brokers: Vec<&rdkafka::statistics::Broker> = statistics
-        .brokers
-        .values()
-        .filter(|broker| matches!(broker.source.as_str(), "configured" | "learned"))
-        .collect();
-    if brokers.iter().any(|broker| broker.state == "UP") {
-        return None;
-    }
-    let mut names: Vec<&str> = brokers.iter().map(|broker| broker.name.as_str()).collect();
-    names.sort_unstable();
-    Some(format!("no broker reachable ({})", names.join(", ")))
 }
 
 impl ConsumerContext for GroupContext {

@@ -41,6 +41,24 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// From librdkafka's statistics, `Some(why)` when none of the brokers a
+/// client knows is up (the consumer's and the collector's `/readyz`) (those
+/// configured or learned from metadata; not its internal and logical
+/// pseudo-brokers, such as the group coordinator's handle).
+pub fn no_broker_up(statistics: &rdkafka::Statistics) -> Option<String> {
+    let brokers: Vec<&rdkafka::statistics::Broker> = statistics
+        .brokers
+        .values()
+        .filter(|broker| matches!(broker.source.as_str(), "configured" | "learned"))
+        .collect();
+    if brokers.iter().any(|broker| broker.state == "UP") {
+        return None;
+    }
+    let mut names: Vec<&str> = brokers.iter().map(|broker| broker.name.as_str()).collect();
+    names.sort_unstable();
+    Some(format!("no broker reachable ({})", names.join(", ")))
+}
+
 /// Creates the events topic and its dead-letter topic if they are missing.
 pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(&settings.brokers).create()?;

@@ -20,7 +20,7 @@
 //!   then resolves when the broker acknowledged the event or it failed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use activity_core::avro::{AvroCodec, EncodeError, SchemaError};
@@ -76,13 +76,18 @@ struct Counters {
 /// Receives delivery reports on librdkafka's background thread.
 struct DeliveryContext {
     counters: Arc<Counters>,
+    /// Why no broker can be reached, as of the latest statistics.
+    unreachable: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for DeliveryContext {
     /// librdkafka's statistics (every 10 s): events waiting in the
     /// producer's queue for the broker, as `producer_queue_messages`.
+    /// And whether any broker is up ([`Tracker::unreachable`]).
     fn stats(&self, statistics: rdkafka::Statistics) {
         metrics::gauge!("producer_queue_messages").set(statistics.msg_cnt as f64);
+        *self.unreachable.lock().unwrap_or_else(|e| e.into_inner()) =
+            activity_core::kafka::no_broker_up(&statistics);
     }
 }
 
@@ -116,6 +121,7 @@ impl ProducerContext for DeliveryContext {
 #[derive(Clone)]
 pub struct Tracker {
     producer: Arc<ThreadedProducer<DeliveryContext>>,
+    unreachable: Arc<Mutex<Option<String>>>,
     codec: Arc<AvroCodec>,
     counters: Arc<Counters>,
     topic: Arc<str>,
@@ -126,6 +132,7 @@ impl Tracker {
     /// Builds a tracker for the configured brokers and topic.
     pub fn new(settings: &Settings) -> Result<Self, TrackError> {
         let counters = Arc::new(Counters::default());
+        let unreachable = Arc::new(Mutex::new(None));
         let producer = client_config(&settings.kafka.brokers)
             .set("enable.idempotence", "true")
             // Queue depth for /metrics (DeliveryContext::stats).
@@ -147,14 +154,25 @@ impl Tracker {
             )
             .create_with_context(DeliveryContext {
                 counters: counters.clone(),
+                unreachable: unreachable.clone(),
             })?;
         Ok(Self {
             producer: Arc::new(producer),
+            unreachable,
             codec: Arc::new(AvroCodec::new()?),
             counters,
             topic: settings.kafka.topic.as_str().into(),
             capacity: settings.producer.queue_capacity,
         })
+    }
+
+    /// Why no broker can be reached (none is up), as of librdkafka's latest
+    /// statistics (every 10 s); `None` while one is.
+    pub fn unreachable(&self) -> Option<String> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Validates, encodes and enqueues one event; returns its `event_id`

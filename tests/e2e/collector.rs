@@ -684,6 +684,36 @@ async fn limits_and_revocations_hold_across_two_replicas_and_spam_is_rejected() 
     }
 }
 
+/// A collector that can reach no broker would answer every request 503:
+/// `/readyz` takes it out of rotation and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_reaches_no_broker_is_not_ready() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let mut settings = settings(&db, &topic);
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    settings.kafka.brokers = nowhere.clone();
+    let collector = Collector::spawn(&settings, &[]).await;
+    let started = Instant::now();
+    let body = loop {
+        let response = reqwest::get(format!("{}/readyz", collector.url))
+            .await
+            .expect("readyz");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("json");
+        if status == 503 && body["reasons"].to_string().contains("no broker reachable") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never said so: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["ready"], false);
+    assert!(body["reasons"].to_string().contains(&nowhere), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_collector_limits_locally_and_says_so() {
     let db = TestDb::new().await;
