@@ -35,10 +35,11 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Uuid>,
     /// Not before: seconds since the epoch, whole or not (RFC 7519's
-    /// NumericDate). `jsonwebtoken` checks only a whole `nbf` that fits
-    /// 64 bits and takes any other as absent, so `1e30` or `1893456000.5`
-    /// let a token in early; [`Keys::verify`] checks every number, and a
-    /// value that is not one fails to parse.
+    /// NumericDate). `jsonwebtoken`'s own check reads only a whole `nbf`
+    /// that fits 64 bits and takes any other as absent, so `1e30` or
+    /// `1893456000.5` let a token in early; [`Keys::verify`] checks this
+    /// field instead (one check, one message), and a value that is not a
+    /// number fails to parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<f64>,
 }
@@ -106,7 +107,7 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 0;
-        validation.validate_nbf = true;
+        // `nbf` is checked below, whatever number it is (see `Claims::nbf`).
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;

@@ -121,6 +121,7 @@ impl ClientContext for GroupContext {
     /// the group's committed offset, as `consumer_lag_messages{partition}`.
     /// Partitions it does not own (any more) read 0, so a sum over members
     /// counts each partition once.
+    ///
     /// And whether any broker is up: with none (a wrong `KAFKA_BROKERS`, the
     /// cluster down), `/readyz` says so instead of answering ready while
     /// nothing can be read.

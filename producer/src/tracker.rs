@@ -77,12 +77,13 @@ struct Counters {
 struct DeliveryContext {
     counters: Arc<Counters>,
     /// Why no broker can be reached, as of the latest statistics.
-    unreachable: Arc<Mutex<Option<String>>>,
+    unreachable: Mutex<Option<String>>,
 }
 
 impl ClientContext for DeliveryContext {
     /// librdkafka's statistics (every 10 s): events waiting in the
     /// producer's queue for the broker, as `producer_queue_messages`.
+    ///
     /// And whether any broker is up ([`Tracker::unreachable`]).
     fn stats(&self, statistics: rdkafka::Statistics) {
         metrics::gauge!("producer_queue_messages").set(statistics.msg_cnt as f64);
@@ -121,7 +122,6 @@ impl ProducerContext for DeliveryContext {
 #[derive(Clone)]
 pub struct Tracker {
     producer: Arc<ThreadedProducer<DeliveryContext>>,
-    unreachable: Arc<Mutex<Option<String>>>,
     codec: Arc<AvroCodec>,
     counters: Arc<Counters>,
     topic: Arc<str>,
@@ -132,7 +132,6 @@ impl Tracker {
     /// Builds a tracker for the configured brokers and topic.
     pub fn new(settings: &Settings) -> Result<Self, TrackError> {
         let counters = Arc::new(Counters::default());
-        let unreachable = Arc::new(Mutex::new(None));
         let producer = client_config(&settings.kafka.brokers)
             .set("enable.idempotence", "true")
             // Queue depth for /metrics (DeliveryContext::stats).
@@ -154,11 +153,10 @@ impl Tracker {
             )
             .create_with_context(DeliveryContext {
                 counters: counters.clone(),
-                unreachable: unreachable.clone(),
+                unreachable: Mutex::new(None),
             })?;
         Ok(Self {
             producer: Arc::new(producer),
-            unreachable,
             codec: Arc::new(AvroCodec::new()?),
             counters,
             topic: settings.kafka.topic.as_str().into(),
@@ -169,7 +167,9 @@ impl Tracker {
     /// Why no broker can be reached (none is up), as of librdkafka's latest
     /// statistics (every 10 s); `None` while one is.
     pub fn unreachable(&self) -> Option<String> {
-        self.unreachable
+        self.producer
+            .context()
+            .unreachable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
