@@ -8,7 +8,7 @@ use activity_core::kafka::{client_config, dlq_topic};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// What a benchmark runs against: the `activity` binary it measures, the
@@ -95,10 +95,11 @@ pub fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One connection, opened as the pipeline opens its own (TLS as `sslmode`
+/// says), so a baseline and the pipeline pay for the same transport.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    let target: activity_core::database::Target = url.parse().map_err(anyhow::Error::msg)?;
+    Ok(target.connect().await?)
 }
 
 /// Drops these databases of `server` (a URL without a database name).

@@ -7,8 +7,9 @@
 //!   nothing); it waits and retries by itself.
 //! - `/readyz` answers 200 when the consumer is storing events, and 503 with
 //!   the reasons otherwise: the database refuses or cannot be reached, the
-//!   dead-letter topic cannot be written, the partitions are paused, or the
-//!   process is shutting down. Dashboards and alerts read it; an outage shows
+//!   dead-letter topic cannot be written, no Kafka broker is reachable, the
+//!   events topic does not exist, the partitions are paused, or the process
+//!   is shutting down. Dashboards and alerts read it; an outage shows
 //!   here within one failed attempt, and clears with the first stored batch.
 //! - `/metrics`: Prometheus text: `consumer_events_stored_total`,
 //!   `consumer_events_duplicate_total`, `consumer_events_dead_lettered_total`,
@@ -42,6 +43,9 @@ struct Inner {
     /// Why Kafka cannot be read (no broker reachable), from librdkafka's
     /// statistics: set and cleared by each report.
     kafka: Mutex<Option<String>>,
+    /// Why the events topic cannot be read (it does not exist), from the
+    /// consumer's error; cleared when partitions of it are assigned.
+    topic: Mutex<Option<String>>,
     paused: AtomicBool,
     stopping: AtomicBool,
 }
@@ -84,6 +88,12 @@ impl Health {
         set(&self.inner.kafka, problem);
     }
 
+    /// Whether the events topic exists: `Some(reason)` when Kafka says it
+    /// does not, `None` once partitions of it are assigned.
+    pub fn topic_state(&self, problem: Option<String>) {
+        set(&self.inner.topic, problem);
+    }
+
     pub fn set_paused(&self, paused: bool) {
         self.inner.paused.store(paused, Ordering::Relaxed);
     }
@@ -103,8 +113,10 @@ impl Health {
         if let Some(error) = get_reason(&self.inner.dead_letters) {
             reasons.push(format!("dead-letter topic: {error}"));
         }
-        if let Some(problem) = get_reason(&self.inner.kafka) {
-            reasons.push(format!("kafka: {problem}"));
+        for slot in [&self.inner.kafka, &self.inner.topic] {
+            if let Some(problem) = get_reason(slot) {
+                reasons.push(format!("kafka: {problem}"));
+            }
         }
         if self.inner.paused.load(Ordering::Relaxed) {
             reasons.push("partitions paused: waiting for the batch in flight".to_owned());

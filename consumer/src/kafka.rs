@@ -39,6 +39,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -171,6 +172,9 @@ impl ConsumerContext for GroupContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(partitions = ?list, "partitions assigned");
+                if !list.is_empty() {
+                    self.health.topic_state(None);
+                }
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
             Rebalance::Revoke(_) => {}
@@ -181,7 +185,7 @@ impl ConsumerContext for GroupContext {
         match result {
             Ok(()) => tracing::debug!(partitions = offsets.count(), "offsets committed"),
             // Nothing stored since the last commit: not an error.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => tracing::warn!(%error, "offset commit failed; the next commit covers it"),
         }
     }
@@ -377,8 +381,7 @@ impl Consumer {
         }
         abort_at_deadline.abort();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
                 tracing::warn!(%error, "final commit failed; uncommitted events will be read again and deduplicated")
             }
@@ -462,6 +465,15 @@ impl Consumer {
     ) -> Option<Received> {
         let message = match message {
             Ok(message) => message,
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                let problem = format!(
+                    "topic {} does not exist (`activity migrate` creates it)",
+                    self.topic
+                );
+                tracing::error!(topic = %self.topic, "{problem}");
+                self.consumer.context().health.topic_state(Some(problem));
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(%error, "kafka consumer error");
                 return None;

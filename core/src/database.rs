@@ -1,15 +1,89 @@
-//! The one way every process opens PostgreSQL: a lazily connecting pool.
+//! The one way every process opens PostgreSQL: [`pool`] (a lazily
+//! connecting pool) and [`Target::connect`] (one connection), both speaking
+//! TLS as the URL's `sslmode` says, with libpq's meanings:
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! |---|---|---|
+//! | `disable` | never | |
+//! | `allow`, `prefer` (default) | when the server offers it | not checked |
+//! | `require` | always | not checked, unless `sslrootcert` is given: then as `verify-ca` |
+//! | `verify-ca` | always | signed by a root of `sslrootcert` |
+//! | `verify-full` | always | signed by a root of `sslrootcert`, and names the host |
+//!
+//! `sslrootcert` is a PEM file of root certificates (a managed database's CA
+//! bundle); without it, or with `sslrootcert=system`, the system's roots are
+//! used (libpq reads `~/.postgresql/root.crt` instead). `tokio-postgres`
+//! knows neither `verify-*` nor `sslrootcert`, so they are read here and taken
+//! out of the URL before it is parsed. TLS is rustls, as for object storage.
+
+use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// A database to connect to: the parsed URL and the TLS its `sslmode` asks for.
+#[derive(Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    /// Parses a `postgres://` URL or a `key=value` connection string. The
+    /// error is the URL's, as text, without the URL (it may hold a password).
+    fn from_str(url: &str) -> Result<Self, String> {
+        let (rest, ssl) = take_ssl_options(url)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+        let mode = ssl.mode.as_deref().unwrap_or("prefer");
+        let (ssl_mode, check) = match (mode, &ssl.root_cert) {
+            ("disable", _) => (SslMode::Disable, Check::Nothing),
+            ("allow" | "prefer", _) => (SslMode::Prefer, Check::Nothing),
+            ("require", None) => (SslMode::Require, Check::Nothing),
+            ("require" | "verify-ca", _) => (SslMode::Require, Check::Issuer),
+            ("verify-full", _) => (SslMode::Require, Check::IssuerAndName),
+            (other, _) => {
+                return Err(format!(
+                    "unknown sslmode {other:?} (disable, allow, prefer, require, verify-ca or verify-full)"
+                ))
+            }
+        };
+        config.ssl_mode(ssl_mode);
+        let tls = MakeRustlsConnect::new(client_config(check, ssl.root_cert.as_deref())?);
+        Ok(Self { config, tls })
+    }
+}
+
+impl Target {
+    /// One connection, its connection task spawned on the current runtime.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection closed");
+            }
+        });
+        Ok(client)
+    }
+}
 
 /// A pool of at most `size` connections to `url`; nothing connects until a
 /// connection is asked for. The error is the URL's or the pool's, as text.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let target: Target = url.parse()?;
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -18,4 +92,277 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
         .max_size(size.max(1))
         .build()
         .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SslOptions {
+    mode: Option<String>,
+    root_cert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL (`?sslmode=…&…`) or a
+/// `key=value` string (unquoted values), returning the rest.
+fn take_ssl_options(url: &str) -> Result<(String, SslOptions), String> {
+    let mut options = SslOptions::default();
+    let mut keep = |key: &str, value: &str| match key {
+        "sslmode" => {
+            options.mode = Some(value.to_owned());
+            false
+        }
+        "sslrootcert" => {
+            options.root_cert = Some(value.to_owned());
+            false
+        }
+        _ => true,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut parsed = url::Url::parse(url).map_err(|e| format!("{e}"))?;
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let rest: Vec<&(String, String)> = pairs.iter().filter(|(k, v)| keep(k, v)).collect();
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
+        Ok((parsed.into(), options))
+    } else {
+        let rest: Vec<&str> = url
+            .split_whitespace()
+            .filter(|pair| match pair.split_once('=') {
+                Some((key, value)) => keep(key.trim(), value.trim()),
+                None => true,
+            })
+            .collect();
+        Ok((rest.join(" "), options))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    Nothing,
+    Issuer,
+    IssuerAndName,
+}
+
+fn client_config(check: Check, root_cert: Option<&str>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match check {
+        Check::Nothing => Arc::new(Unchecked(provider)),
+        Check::Issuer | Check::IssuerAndName => {
+            let roots = Arc::new(roots(root_cert)?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| format!("TLS: {e}"))?;
+            if check == Check::Issuer {
+                Arc::new(AnyName(webpki))
+            } else {
+                webpki
+            }
+        }
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The roots of `sslrootcert` (a PEM file), or the system's.
+fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match root_cert {
+        Some(path) if path != "system" => {
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            let (added, _) = store.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(format!("sslrootcert {path}: no certificate in it"));
+            }
+        }
+        _ => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err("no system root certificates found; give sslrootcert".into());
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// `prefer`/`require`: encrypted, the certificate not checked (libpq's
+/// meaning); the handshake's signatures still are.
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain is checked, the name is not.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // webpki checks the chain first and the name last, so a name error
+        // means the chain held.
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(mode: Option<&str>, root_cert: Option<&str>) -> SslOptions {
+        SslOptions {
+            mode: mode.map(str::to_owned),
+            root_cert: root_cert.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn ssl_options_are_taken_out_of_urls_and_key_value_strings() {
+        let cases = [
+            (
+                "postgres://u:p@db:5432/a?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
+                "postgres://u:p@db:5432/a?application_name=x",
+                options(Some("verify-full"), Some("/ca.pem")),
+            ),
+            (
+                "postgresql://u@db/a?sslmode=require",
+                "postgresql://u@db/a",
+                options(Some("require"), None),
+            ),
+            ("postgres://u@db/a", "postgres://u@db/a", options(None, None)),
+            (
+                "host=db user=u sslmode=verify-ca sslrootcert=/ca.pem dbname=a",
+                "host=db user=u dbname=a",
+                options(Some("verify-ca"), Some("/ca.pem")),
+            ),
+        ];
+        for (url, rest, expected) in cases {
+            let (left, taken) = take_ssl_options(url).expect("parses");
+            assert_eq!(left, rest, "{url}");
+            assert_eq!(taken, expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn every_libpq_sslmode_is_understood_and_others_are_refused() {
+        for (mode, expected) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Prefer),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::Require),
+            ("verify-full", SslMode::Require),
+        ] {
+            let target: Target = format!("postgres://u@db/a?sslmode={mode}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            assert_eq!(target.config.get_ssl_mode(), expected, "{mode}");
+        }
+        let default: Target = "postgres://u@db/a".parse().expect("parses");
+        assert_eq!(default.config.get_ssl_mode(), SslMode::Prefer);
+        let error = "postgres://u:secret@db/a?sslmode=verify_full"
+            .parse::<Target>()
+            .err()
+            .expect("refused");
+        assert!(error.contains("unknown sslmode \"verify_full\""), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+        let missing = "postgres://u@db/a?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
+            .parse::<Target>()
+            .err()
+            .expect("refused");
+        assert!(
+            missing.contains("sslrootcert /nonexistent/ca.pem"),
+            "{missing}"
+        );
+    }
 }

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// JSON-lines file of events, one object per line ("-" reads stdin).
+    /// An invalid line is named on stderr and skipped, the others are sent,
+    /// and the command then exits with status 1.
     #[arg(
         long,
         required_unless_present = "synthetic",
@@ -90,6 +92,13 @@ pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     if summary.failed > 0 {
         anyhow::bail!("{} events were not delivered", summary.failed);
     }
+    if summary.invalid > 0 {
+        anyhow::bail!(
+            "{} lines were invalid and not sent (each is named above); the {} valid events were delivered",
+            summary.invalid,
+            summary.delivered
+        );
+    }
     Ok(())
 }
 
@@ -134,15 +143,17 @@ async fn send_file(
     let started = Instant::now();
     let (mut sent, mut invalid) = (0u64, 0u64);
     let mut ids = HashSet::new();
-    for (index, line) in reader.lines().enumerate() {
+    // Lines are read as bytes: a line that is not UTF-8 is one invalid line,
+    // not the end of the run (the lines after it are still sent).
+    for (index, line) in reader.split(b'\n').enumerate() {
         if shutdown.is_cancelled() {
             break;
         }
-        let line = line?;
-        if line.trim().is_empty() {
+        let line = line.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<serde_json::Value>(&line)
+        let parsed = serde_json::from_slice::<serde_json::Value>(&line)
             .map_err(|e| e.to_string())
             .and_then(|value| RawEvent::from_json(value).map_err(|e| e.to_string()))
             .and_then(|raw| raw.into_new_event().map_err(|e| e.to_string()));

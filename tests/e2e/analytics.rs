@@ -81,7 +81,8 @@ async fn world(seed: u64, count: usize) -> World {
         utc("2026-03-08T05:00:00Z"), // 00:00 in New York, DST starts at 02:00
         utc("2026-03-29T00:00:00Z"), // EU DST starts at 01:00 UTC
         utc("2026-10-25T00:00:00Z"), // EU DST ends at 01:00 UTC
-        utc("2026-11-01T04:00:00Z"), // New York, DST ends at 06:00 UTC
+        utc("2026-11-01T04:00:00Z"), // New York, DST ends at 06:00 UTC; Havana at 05:00
+        utc("2026-04-05T01:00:00Z"), // Santiago goes back from 00:00 to 23:00 at 03:00 UTC
     ];
     let now = Utc::now();
     let mut stored = Vec::new();
@@ -307,12 +308,17 @@ impl<'a> Expected<'a> {
     }
 }
 
+/// The first instant `tz`'s clock shows `date`: its midnight, the first of
+/// two when clocks go back at midnight (America/Havana, Nov 1), the end of
+/// the gap when midnight is skipped (America/Santiago, Sep 6).
 fn midnight(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let local = date.and_hms_opt(0, 0, 0).expect("midnight");
-    tz.from_local_datetime(&local)
-        .earliest()
-        .expect("these zones have every midnight")
-        .with_timezone(&Utc)
+    let mut local = date.and_hms_opt(0, 0, 0).expect("midnight");
+    loop {
+        if let Some(at) = tz.from_local_datetime(&local).earliest() {
+            return at.with_timezone(&Utc);
+        }
+        local += TimeDelta::minutes(15);
+    }
 }
 
 /// The last instant at or before `at` at which `tz`'s clock shows a whole
@@ -726,6 +732,11 @@ async fn check_every_number(w: &World) {
         ("2026-03-28T13:30:00Z", "2026-10-26T07:45:00Z", "week"),
         // Lord Howe Island's clocks go back 30 minutes at 15:00 UTC on Apr 4.
         ("2026-04-04T10:15:00Z", "2026-04-05T00:00:00Z", "hour"),
+        // Clocks that change at midnight: Havana skips Mar 8's (then every
+        // later day must still begin at 00:00) and has Nov 1's twice;
+        // Santiago goes back from Apr 5's midnight to 23:00.
+        ("2026-03-06T00:00:00Z", "2026-03-12T00:00:00Z", "day"),
+        ("2026-04-02T00:00:00Z", "2026-04-08T00:00:00Z", "day"),
     ];
     let zones = [
         Tz::UTC,
@@ -734,6 +745,8 @@ async fn check_every_number(w: &World) {
         Tz::Asia__Kolkata,
         Tz::Asia__Kathmandu,
         Tz::Australia__Lord_Howe,
+        Tz::America__Havana,
+        Tz::America__Santiago,
     ];
     for (from, to, interval) in cases {
         let (from, to) = (utc(from), utc(to));

@@ -423,6 +423,26 @@ async fn a_consumer_that_reaches_no_broker_is_not_ready() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A consumer whose events topic does not exist (a typo in `KAFKA_TOPIC`,
+/// `migrate` not run) is not ready and says which topic: it answered ready
+/// before while it could read nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_topic_does_not_exist_is_not_ready() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let mut settings = settings(&db, &topic);
+    settings.kafka.topic = unique("missing");
+    let process = ConsumerProcess::spawn(&settings, "readyz-no-topic");
+    let (_, body) = wait_for_readiness(&process, |status, body| {
+        status == 503 && reasons_mention(body, "does not exist")
+    })
+    .await;
+    assert!(
+        reasons_mention(&body, &settings.kafka.topic),
+        "names the topic: {body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
     let db = TestDb::new().await;
@@ -570,4 +590,75 @@ async fn sigterm_stops_produce_which_flushes_what_it_accepted() {
     assert!(sent > 0 && sent < 50_000_000, "{summary}");
     assert_eq!(summary["delivered"].as_u64(), Some(sent), "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
+}
+
+/// `produce --file` sends every valid line of a file that also holds lines
+/// that are not JSON, not UTF-8, or not a valid event, names each bad line on
+/// stderr, and exits non-zero so a script notices. A line that was not UTF-8
+/// ended the whole run before, losing every line after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_file_sends_every_valid_line_and_fails_on_bad_ones() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(2).await;
+    let settings = settings(&db, &topic);
+    let community = Uuid::new_v4();
+    let valid: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    let line = |id: &Uuid| {
+        json!({"event_id": id, "event_type": "user.login", "user_id": Uuid::new_v4(),
+               "community_id": community})
+        .to_string()
+        .into_bytes()
+    };
+    let mut file = Vec::new();
+    for (i, id) in valid.iter().enumerate() {
+        file.extend(line(id));
+        file.push(b'\n');
+        match i {
+            3 => file.extend(b"{not json\n"),
+            7 => file.extend(b"{\"event_type\": \"user.login\", \"note\": \"\xff\xfe\"}\n"),
+            11 => file.extend(b"{\"event_type\": \"Not A Type\"}\n"),
+            15 => file.extend(b"   \n"),
+            _ => {}
+        }
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["produce", "--file", "-"])
+        .env("KAFKA_BROKERS", &topic.brokers)
+        .env("KAFKA_TOPIC", &topic.name)
+        .env("APP_ENV", "dev")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn activity produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        stdin.write_all(&file).await.expect("write the file");
+        // Dropped here: the end of the input.
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("finished within 60 s")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["sent"], 20, "{summary}");
+    assert_eq!(summary["delivered"], 20, "{summary}");
+    assert_eq!(summary["invalid"], 3, "{summary}");
+    // Lines are numbered as in the file: valid lines 1-4, the bad JSON is 5.
+    for bad in ["line 5:", "line 10:", "line 15:"] {
+        assert!(stderr.contains(bad), "{bad} named in: {stderr}");
+    }
+    assert!(stderr.contains("3 lines were invalid"), "{stderr}");
+
+    let consumer = InProcessConsumer::start(&settings);
+    assert_eq!(db.wait_for_events(20, Duration::from_secs(60)).await, 20);
+    consumer.stop().await;
+    let stored: HashSet<Uuid> = db.stored().await.into_keys().collect();
+    assert_eq!(stored, valid.into_iter().collect::<HashSet<_>>());
 }

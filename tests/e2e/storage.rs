@@ -185,3 +185,92 @@ async fn migrations_started_together_on_a_new_database_all_succeed() {
     assert_eq!(applied, distinct, "each migration applied once");
     assert!(applied >= 16, "{applied} migrations");
 }
+
+/// Every process reaches PostgreSQL over TLS as the URL's `sslmode` says,
+/// with libpq's meanings: it had no TLS at all (`sslmode=require` failed,
+/// `verify-full` was refused as an invalid URL). This machine's server
+/// (Debian's) has TLS on with a self-signed certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_as_sslmode_says() {
+    use activity_core::database::Target;
+    let db = TestDb::new().await;
+    let with = |options: &str| format!("{}?{options}", db.url);
+    async fn encrypted(url: &str) -> Result<bool, String> {
+        let target: Target = url.parse()?;
+        let client = target.connect().await.map_err(|e| format!("{e:?}"))?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    }
+    let server = db.client().await;
+    let ssl: String = server.query_one("SHOW ssl", &[]).await.expect("ssl").get(0);
+    assert_eq!(encrypted(&with("sslmode=disable")).await, Ok(false));
+    if ssl != "on" {
+        let refused = encrypted(&with("sslmode=require")).await;
+        assert!(
+            refused.is_err(),
+            "require without TLS on the server: {refused:?}"
+        );
+        return;
+    }
+    assert_eq!(encrypted(&db.url).await, Ok(true), "prefer is the default");
+    assert_eq!(encrypted(&with("sslmode=require")).await, Ok(true));
+    let cert: String = server
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("cert file")
+        .get(0);
+    // Its own certificate as the root: the chain holds.
+    assert_eq!(
+        encrypted(&with(&format!("sslmode=verify-ca&sslrootcert={cert}"))).await,
+        Ok(true)
+    );
+    // verify-full checks the name too: the certificate names localhost.
+    let wrong_name = encrypted(&with(&format!("sslmode=verify-full&sslrootcert={cert}"))).await;
+    assert!(
+        wrong_name
+            .as_ref()
+            .is_err_and(|e| e.contains("NotValidForName")),
+        "{wrong_name:?}"
+    );
+    let by_name = db.url.replacen("127.0.0.1", "localhost", 1);
+    assert_eq!(
+        encrypted(&format!("{by_name}?sslmode=verify-full&sslrootcert={cert}")).await,
+        Ok(true)
+    );
+    // Roots that did not sign it: the public CAs' bundle.
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let unknown = encrypted(&with(&format!("sslmode=verify-ca&sslrootcert={bundle}"))).await;
+    assert!(
+        unknown.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
+        "{unknown:?}"
+    );
+    // The pools every process uses take the same options.
+    let pool = activity_core::database::pool(
+        &format!("{by_name}?sslmode=verify-full&sslrootcert={cert}"),
+        1,
+    )
+    .expect("a pool");
+    let client = pool.get().await.expect("a verified connection");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("ssl")
+        .get(0);
+    assert!(ssl);
+    let pool =
+        activity_core::database::pool(&with(&format!("sslmode=verify-ca&sslrootcert={bundle}")), 1)
+            .expect("a pool");
+    assert!(
+        pool.get().await.is_err(),
+        "verify-ca refuses a certificate no root signed"
+    );
+}

@@ -4,8 +4,8 @@
 //! applied under an advisory lock, each in its own transaction, and recorded
 //! in `schema_migrations`.
 
+use activity_core::database::Target;
 use chrono::{DateTime, Months, Utc};
-use tokio_postgres::NoTls;
 
 use super::{month_start, Store, StoreError};
 
@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0016_scope_once.sql",
         include_str!("../../../sql/migrations/0016_scope_once.sql"),
     ),
+    (
+        17,
+        "0017_local_starts.sql",
+        include_str!("../../../sql/migrations/0017_local_starts.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration advisory lock.
@@ -107,9 +112,8 @@ pub async fn migrate(database_url: &str, ahead: u32) -> Result<(), StoreError> {
 /// (the tests of what a later migration does to an existing database).
 pub async fn migrate_through(database_url: &str, last: i32, ahead: u32) -> Result<(), StoreError> {
     create_database(database_url).await?;
-    let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
-    let (mut client, connection) = config.connect(NoTls).await?;
-    let connection = tokio::spawn(connection);
+    let target: Target = database_url.parse().map_err(StoreError::config)?;
+    let mut client = target.connect().await?;
 
     // The lock first: CREATE TABLE IF NOT EXISTS is not safe against a
     // concurrent one (two `migrate`s on a new database failed with "type
@@ -136,7 +140,6 @@ pub async fn migrate_through(database_url: &str, last: i32, ahead: u32) -> Resul
         .await?;
     result?;
     drop(client);
-    let _ = connection.await;
 
     let store = Store::connect(database_url, 1)?;
     store
@@ -182,14 +185,12 @@ pub fn months_around(now: DateTime<Utc>, ahead: u32) -> Vec<DateTime<Utc>> {
 }
 
 async fn create_database(database_url: &str) -> Result<(), StoreError> {
-    let config: tokio_postgres::Config = database_url.parse().map_err(StoreError::config)?;
-    let Some(name) = config.get_dbname().map(str::to_owned) else {
+    let mut maintenance: Target = database_url.parse().map_err(StoreError::config)?;
+    let Some(name) = maintenance.config.get_dbname().map(str::to_owned) else {
         return Ok(()); // the server's default database for the user: it exists
     };
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    let (client, connection) = maintenance.connect(NoTls).await?;
-    let connection = tokio::spawn(connection);
+    maintenance.config.dbname("postgres");
+    let client = maintenance.connect().await?;
     // Migrations of a new database started together (a deploy's jobs):
     // one creates it, the others wait here and find it. (CREATE DATABASE
     // racing another fails on pg_database's unique index, not always as
@@ -215,8 +216,7 @@ async fn create_database(database_url: &str) -> Result<(), StoreError> {
             Err(e) => return Err(e.into()),
         }
     }
-    drop(client);
-    let _ = connection.await;
+    drop(client); // closing the connection releases the lock
     Ok(())
 }
 

@@ -5,9 +5,13 @@
 -- one, and the hour that clocks skip part of is shorter or longer (Lord
 -- Howe moves its clocks by 30 minutes: its 01:00 lasts 90 minutes on those
 -- days); offsets are whole quarter-hours, so those instants are among the
--- range's 15-minute boundaries. Days, weeks and months are calendar ones
--- (date_trunc and calendar arithmetic), 23 or 25 hours long across a DST
--- change. The first interval is the one holding $1. The intervals, clipped
+-- range's 15-minute boundaries. Days, weeks and months are calendar ones,
+-- stepped in local time (date_trunc and calendar arithmetic on timestamps
+-- without a zone), 23 or 25 hours long across a DST change; each begins at
+-- the first instant the clock shows its local start (activity_local_start(),
+-- sql/migrations/0017_local_starts.sql: where clocks change at midnight,
+-- the end of a skipped midnight or the first of two). The first interval
+-- is the one holding $1. The intervals, clipped
 -- to the range, are the slots of one activity_tiles() call
 -- (sql/migrations/0010_series_tiles.sql), each read tile by tile.
 WITH hours AS (
@@ -24,10 +28,10 @@ slots AS MATERIALIZED (
         UNION ALL
         SELECT h FROM hours WHERE h > $1::timestamptz
         UNION ALL
-        SELECT s
+        SELECT activity_local_start(s)
         FROM generate_series(
-            date_trunc($5::text, $1::timestamptz),
-            $2::timestamptz - interval '1 microsecond',
+            date_trunc($5::text, $1::timestamptz::timestamp),
+            ($2::timestamptz - interval '1 microsecond')::timestamp,
             CASE $5::text WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '1 week'
                           ELSE interval '1 month' END
         ) AS s
