@@ -21,7 +21,8 @@
 //!    stores a number written out (`1e300` takes 301 bytes) and cannot store
 //!    some at all (`1e-20000`), so larger and smaller ones are rejected, and
 //!    the size bound counts every number written out;
-//! 8. text or keys holding [`SERDE_TOKEN`] are rejected.
+//! 8. an object key beginning with [`SERDE_TOKEN`] is rejected, however it is
+//!    written (`\u0024serde_json…` too); in a value it is only text.
 
 use serde_json::{Map, Value};
 
@@ -43,8 +44,9 @@ pub const MAX_NUMBER_DIGITS: usize = 400;
 /// The prefix of the object keys serde_json reads as a number or raw JSON
 /// text rather than as an object (its `arbitrary_precision` and
 /// `raw_value` features): an object sent with such a key would be read as
-/// another value, or fail to parse once its keys are sorted, so text that
-/// holds it is refused ([`refuse_serde_tokens`]) and so is such a key.
+/// another value, or fail to parse once its keys are sorted, so JSON text
+/// with such a key is refused before it is parsed ([`refuse_serde_tokens`])
+/// and so is such a key of a tree built in code.
 pub const SERDE_TOKEN: &str = "$serde_json::private::";
 
 /// Words that, found in a normalized key, mark its value as a secret.
@@ -68,11 +70,16 @@ pub const SECRET_KEY_WORDS: &[&str] = &[
     "socialsecurity",
     "iban",
     "sessionid",
+    "credential",
+    "pwd",
+    "authorisation",
+    "authheader",
+    "pincode",
 ];
 
 /// Keys that are a secret's name only when they are the whole (normalized)
 /// key: as parts of keys they are mostly harmless (`author`, `passenger`).
-pub const SECRET_KEYS_EXACT: &[&str] = &["auth", "pwd", "pass", "pin"];
+pub const SECRET_KEYS_EXACT: &[&str] = &["auth", "pass", "pin"];
 
 const POLLUTION_KEYS: &[&str] = &["__proto__", "constructor", "prototype"];
 
@@ -95,7 +102,7 @@ pub enum MetadataError {
     Nul,
     #[error("number {0} has more than {MAX_NUMBER_DIGITS} digits written out in full")]
     NumberTooLong(String),
-    #[error("contains {SERDE_TOKEN:?}, reserved by the JSON parser")]
+    #[error("has a key beginning with {SERDE_TOKEN:?}, reserved by the JSON parser")]
     SerdeToken,
 }
 
@@ -227,11 +234,52 @@ fn sanitize_value(value: Value, depth: usize, tally: &mut Tally) -> Result<Value
     })
 }
 
-/// Refuses JSON text that holds [`SERDE_TOKEN`] (run on the text before
-/// serde_json parses it).
+/// Refuses JSON text with an object key that begins with [`SERDE_TOKEN`],
+/// however the key is written (`"\u0024serde_json::private::Number"` is
+/// the same key): run on the text before serde_json parses it, since the
+/// parser turns the first such key of an object into another value. The
+/// same words in a string value are text, and pass. A scan of the string
+/// tokens, not a parse: text that is not JSON passes here and fails in the
+/// parser with its own error.
 pub fn refuse_serde_tokens(text: &str) -> Result<(), MetadataError> {
-    if text.contains(SERDE_TOKEN) {
-        return Err(MetadataError::SerdeToken);
+    // '$' is written as itself or as a \u escape.
+    if !text.contains('$') && !text.contains("\\u") {
+        return Ok(());
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut escaped = false;
+        i += 1;
+        while i < bytes.len() && (escaped || bytes[i] != b'"') {
+            escaped = !escaped && bytes[i] == b'\\';
+            i += 1;
+        }
+        let Some(token) = text.get(start..=i.min(bytes.len() - 1)) else {
+            return Ok(());
+        };
+        i += 1;
+        let is_key = bytes
+            .get(i..)
+            .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()))
+            == Some(&b':');
+        if !is_key {
+            continue;
+        }
+        let inner = &token[1..token.len().saturating_sub(1).max(1)];
+        let reserved = if inner.contains('\\') {
+            serde_json::from_str::<String>(token).is_ok_and(|key| key.starts_with(SERDE_TOKEN))
+        } else {
+            inner.starts_with(SERDE_TOKEN)
+        };
+        if reserved {
+            return Err(MetadataError::SerdeToken);
+        }
     }
     Ok(())
 }
@@ -252,9 +300,11 @@ fn written_out_digits(text: &str) -> Option<usize> {
 }
 
 fn is_secret_key(key: &str) -> bool {
+    // Letters and digits only: `api:key`, `api/key`, `pass\u{200b}word` and
+    // `API-KEY` are all `apikey`.
     let normalized: String = key
         .chars()
-        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect();
     SECRET_KEY_WORDS
@@ -316,13 +366,17 @@ fn holds_card_number(text: &str) -> bool {
             i += 1;
         }
         let group = &text[start..i];
-        if group.len() >= 4 {
-            run.push(group);
-        } else {
+        if group.len() < 4 {
+            // A short group ends the run before it ("4111 1111 1111 1111
+            // 12/27": the card is still one), and starts none.
+            if run_holds_card(&run) {
+                return true;
+            }
             run.clear();
+            continue;
         }
-        let continues = group.len() >= 4
-            && i + 1 < bytes.len()
+        run.push(group);
+        let continues = i + 1 < bytes.len()
             && matches!(bytes[i], b' ' | b'-' | b'.')
             && bytes[i + 1].is_ascii_digit();
         if !continues {
@@ -464,7 +518,10 @@ mod tests {
     fn secret_keys_match_in_any_case_and_spelling() {
         let out = clean(json!({
             "User_Password": "x", "X-Api-Key": "x", "access.token": {"nested": 1},
-            "Credit Card": [1, 2], "refresh_token": 5, "tokens_used": 3, "note": "fine"
+            "Credit Card": [1, 2], "refresh_token": 5, "tokens_used": 3, "note": "fine",
+            "credentials": {"pw": "x"}, "user_pwd": "x", "PIN code": "1234", "Auth Header": "x",
+            "authorisation2": "x", "api:key": "x", "api/key": "x", "api+key": "x",
+            "api\tkey": "x", "pass\u{200b}word": "x"
         }));
         for key in [
             "User_Password",
@@ -473,6 +530,16 @@ mod tests {
             "Credit Card",
             "refresh_token",
             "tokens_used",
+            "credentials",
+            "user_pwd",
+            "PIN code",
+            "Auth Header",
+            "authorisation2",
+            "api:key",
+            "api/key",
+            "api+key",
+            "api\tkey",
+            "pass\u{200b}word",
         ] {
             assert_eq!(out[key], REDACTED, "{key}");
         }
@@ -512,6 +579,13 @@ mod tests {
             "number": 4111111111111111u64,
             "float": 4111111111111111.0,
             "in_array": [5555555555554444u64],
+            // A short group after the card (an expiry, a CVV) ended the run
+            // before it was checked.
+            "then_expiry": "card 4111-1111-1111-1111 12/27 thanks",
+            "then_cvv": "visa 4111 1111 1111 1111 124",
+            "then_words": "cc: 4111111111111111 12/27 cvv 123",
+            "then_month": "5555 5555 5555 4444 07 2029",
+            "amex_then_count": "paid with 378282246310005 1 item",
         }));
         for (key, value) in out.as_object().expect("object") {
             let redacted = value == REDACTED || value[0] == REDACTED;
@@ -621,11 +695,34 @@ mod tests {
             Metadata::parse_json(escaped),
             Err(MetadataError::SerdeToken)
         );
-        // As a value, only in text (the event's, the topic's metadata).
-        assert_eq!(
-            refuse_serde_tokens(r#"{"note":"$serde_json::private::"}"#),
-            Err(MetadataError::SerdeToken)
-        );
+        // Escaped and first in its object: the parser would have made it a
+        // number (it became {"n": 1} before).
+        for text in [
+            r#"{"n":{"\u0024serde_json::private::Number":"1"}}"#,
+            r#"{"n" : { "\u0024serde_json\u003a:private::RawValue" :"[1]"}}"#,
+            r#"[{"$serde_json::private::Number"  :"1"}]"#,
+        ] {
+            assert_eq!(
+                refuse_serde_tokens(text),
+                Err(MetadataError::SerdeToken),
+                "{text}"
+            );
+        }
+        // In a value it is text: stored, escaped or not, and read back the
+        // same (it was accepted by the collector when escaped, then
+        // dead-lettered by the consumer, which saw it unescaped).
+        for text in [
+            r#"{"note":"$serde_json::private::Number"}"#,
+            r#"{"note":"\u0024serde_json::private::Number"}"#,
+            r#"{"a":["$serde_json::private::Number", {"b": "\"$serde_json::private::\":"}]}"#,
+        ] {
+            let metadata = Metadata::parse_json(text).expect("a value is text");
+            assert_eq!(
+                Metadata::parse_json(&metadata.to_json()),
+                Ok(metadata),
+                "{text}"
+            );
+        }
     }
 
     #[test]
