@@ -84,6 +84,17 @@ pub struct Totals {
 }
 
 impl Totals {
+    fn register() {
+        for name in [
+            "consumer_batches_total",
+            "consumer_events_stored_total",
+            "consumer_events_duplicate_total",
+            "consumer_events_dead_lettered_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+    }
+
     fn add(&mut self, flushed: &Flushed) {
         let duplicates = flushed.stored.duplicates + flushed.duplicates_in_batch;
         self.batches += 1;
@@ -94,6 +105,28 @@ impl Totals {
         metrics::counter!("consumer_events_stored_total").increment(flushed.stored.inserted);
         metrics::counter!("consumer_events_duplicate_total").increment(duplicates);
         metrics::counter!("consumer_events_dead_lettered_total").increment(flushed.dead_lettered);
+    }
+}
+
+/// Messages of a partition this member holds that are not stored yet:
+/// librdkafka's lag (the end of the log less the committed offset), and
+/// while the group has committed nothing there (a new group, or one whose
+/// consumers have never stored a batch), the whole log from its start,
+/// which `auto.offset.reset=earliest` reads. librdkafka says -1 then, which
+/// read as 0 hid a consumer that had stored nothing since it started.
+fn unstored(partition: &rdkafka::statistics::Partition) -> i64 {
+    if partition.consumer_lag >= 0 {
+        return partition.consumer_lag;
+    }
+    let end = if partition.ls_offset >= 0 {
+        partition.ls_offset
+    } else {
+        partition.hi_offset
+    };
+    if partition.committed_offset < 0 && end >= 0 && partition.lo_offset >= 0 {
+        (end - partition.lo_offset).max(0)
+    } else {
+        0
     }
 }
 
@@ -123,6 +156,12 @@ impl ClientContext for GroupContext {
     /// Partitions it does not own (any more) read 0, so a sum over members
     /// counts each partition once.
     ///
+    /// A partition no member owns (after a bad rebalance) has no lag on any
+    /// member, so each also says how many partitions the topic has and how
+    /// many it owns (`consumer_topic_partitions`,
+    /// `consumer_partitions_assigned`): summed over the group, fewer owned
+    /// than there are is the alert `ActivityPartitionsUnowned`.
+    ///
     /// And whether any broker is up: with none (a wrong `KAFKA_BROKERS`, the
     /// cluster down), `/readyz` says so instead of answering ready while
     /// nothing can be read.
@@ -130,12 +169,18 @@ impl ClientContext for GroupContext {
         self.health
             .kafka_state(activity_core::kafka::no_broker_up(&statistics));
         for topic in statistics.topics.values() {
+            let partitions = topic.partitions.values().filter(|p| p.partition >= 0);
+            let (known, owned) = partitions.fold((0u32, 0u32), |(known, owned), p| {
+                (known + 1, owned + u32::from(p.desired))
+            });
+            metrics::gauge!("consumer_topic_partitions").set(f64::from(known));
+            metrics::gauge!("consumer_partitions_assigned").set(f64::from(owned));
             for partition in topic.partitions.values() {
                 if partition.partition < 0 {
                     continue; // librdkafka's internal "unassigned" partition
                 }
-                let lag = if partition.desired && partition.consumer_lag >= 0 {
-                    partition.consumer_lag as f64
+                let lag = if partition.desired {
+                    unstored(partition) as f64
                 } else {
                     0.0
                 };
@@ -263,6 +308,11 @@ impl Consumer {
         self,
         shutdown: CancellationToken,
     ) -> Result<Totals, ConsumerError> {
+        // Every counter is exported from the start, at 0: a rate over a
+        // series that does not exist is no series, and an alert comparing
+        // it (ActivityIngestionFailing: errors and nothing stored) stayed
+        // silent for a consumer that had not stored a batch since it started.
+        Totals::register();
         let batch_size = self.settings.batch_size;
         let linger = self.settings.batch_linger();
         let stall = stall_after(&self.settings);
