@@ -83,8 +83,10 @@ impl From<tokio_postgres::Error> for ApiError {
             .map(|c| c.code().get(..2).unwrap_or("").to_owned());
         match class.as_deref() {
             // Connection, resources, operator intervention (statement timeout
-            // is 57014), transaction conflicts: the caller may retry.
-            None | Some("08" | "53" | "57" | "40") => Self::Unavailable(Some(error)),
+            // is 57014), transaction conflicts, and a database that refuses
+            // the API's login or does not exist (a deployment's fault, not
+            // the request's): the caller may retry.
+            None | Some("08" | "53" | "57" | "40" | "28" | "3D") => Self::Unavailable(Some(error)),
             _ => Self::Internal(match error.as_db_error() {
                 Some(db) => format!(
                     "{} ({}){}",

@@ -60,7 +60,7 @@ pub struct ApiConfig {
 pub enum BuildError {
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
-    #[error("invalid DATABASE_READ_URL: {0}")]
+    #[error("invalid database URL (DATABASE_READ_URL, or DATABASE_URL when it is not set): {0}")]
     Database(String),
 }
 

@@ -577,14 +577,36 @@ pub async fn healthz() -> StatusCode {
 }
 
 /// Ready when the database answers and the server is not draining.
-pub async fn readyz(State(state): State<AppState>) -> StatusCode {
-    if state.draining.is_cancelled() {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    match state.pool.get().await {
-        Ok(client) if client.simple_query("SELECT 1").await.is_ok() => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    }
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let problem = if state.draining.is_cancelled() {
+        Some("shutting down".to_owned())
+    } else {
+        let checked = match state.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.map(drop).map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+            }),
+            Err(deadpool_postgres::PoolError::Backend(e)) => Err(e
+                .as_db_error()
+                .map_or_else(|| format!("{e:#}"), |db| db.message().to_owned())),
+            Err(other) => Err(other.to_string()),
+        };
+        checked.err().map(|reason| {
+            tracing::warn!(%reason, "not ready: the database does not answer");
+            format!("database: {reason}")
+        })
+    };
+    // The body of the consumer's and the collector's /readyz.
+    let status = if problem.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let reasons: Vec<String> = problem.into_iter().collect();
+    (
+        status,
+        Json(serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons})),
+    )
 }
 
 #[cfg(test)]

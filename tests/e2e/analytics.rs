@@ -2555,3 +2555,44 @@ async fn top_lists_read_the_ends_of_a_range_from_the_keys() {
         );
     }
 }
+
+/// An API whose database refuses it (here: the database does not exist)
+/// is not ready and says why, and a report asked of it is 503 `unavailable`
+/// (it was 500 `internal`, and `/readyz` an empty 503 with nothing logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_whose_database_refuses_it_is_not_ready_and_answers_503() {
+    let missing = format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        crate::fixtures::unique("absent")
+    );
+    let (base, shutdown) = serve_api(&missing, 1).await;
+    let response = reqwest::get(format!("{base}/readyz")).await.expect("answers");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["ready"], false, "{body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("database:") && r.contains("does not exist")),
+        "{body}"
+    );
+    let token = Keys::new(SECRET)
+        .mint(&Claims {
+            sub: "admin".into(),
+            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+            role: Role::Admin,
+            communities: vec![],
+            nbf: None,
+        })
+        .expect("mint");
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/analytics/overview"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.expect("the error body");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    shutdown.cancel();
+}
