@@ -55,7 +55,7 @@ enum Command {
     /// Inspect the dead-letter topic, or replay what now validates.
     #[command(subcommand)]
     Dlq(commands::dlq::Command),
-    /// Everything on one laptop: migrate, consume, optionally sample traffic; prints what it stored.
+    /// Everything on one laptop: migrate, consume, collect and serve the API, optionally sample traffic; prints what the API answers.
     Dev(Box<commands::dev::Args>),
 }
 

@@ -582,10 +582,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         Some("shutting down".to_owned())
     } else {
         let checked = match state.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.map(drop).map_err(|e| {
-                e.as_db_error()
-                    .map_or_else(|| e.to_string(), |db| db.message().to_owned())
-            }),
+            Ok(client) => client
+                .simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+                }),
             Err(deadpool_postgres::PoolError::Backend(e)) => Err(e
                 .as_db_error()
                 .map_or_else(|| format!("{e:#}"), |db| db.message().to_owned())),

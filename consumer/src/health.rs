@@ -13,8 +13,9 @@
 //!   here within one failed attempt, and clears with the first stored batch.
 //! - `/metrics`: Prometheus text: `consumer_events_stored_total`,
 //!   `consumer_events_duplicate_total`, `consumer_events_dead_lettered_total`,
-//!   `consumer_batches_total`, `consumer_batch_store_seconds` (a summary of
-//!   the time from taking a batch to having it stored), `consumer_ready`.
+//!   `consumer_batches_total`, `consumer_batch_store_seconds` (a histogram of
+//!   the time from taking a batch to having it stored), `consumer_ready`,
+//!   and the lag and partition gauges (`kafka.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

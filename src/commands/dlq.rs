@@ -28,6 +28,7 @@ pub(crate) enum Command {
         /// Only say what would be sent.
         #[arg(long)]
         dry_run: bool,
+        /// Stop reading after this long without a new letter.
         #[arg(long, default_value_t = 3000)]
         idle_ms: u64,
     },

@@ -2566,7 +2566,9 @@ async fn an_api_whose_database_refuses_it_is_not_ready_and_answers_503() {
         crate::fixtures::unique("absent")
     );
     let (base, shutdown) = serve_api(&missing, 1).await;
-    let response = reqwest::get(format!("{base}/readyz")).await.expect("answers");
+    let response = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("answers");
     assert_eq!(response.status().as_u16(), 503);
     let body: Value = response.json().await.expect("a JSON body");
     assert_eq!(body["ready"], false, "{body}");
