@@ -82,87 +82,162 @@ fn shape(limits: Limits, events: u32, max_events: u32) -> [(f64, f64, f64); 2] {
 /// The limiter of one collector replica.
 #[derive(Clone)]
 pub struct RateLimiter {
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Arc<Redis>,
     script: Arc<redis::Script>,
     local: Arc<Mutex<HashMap<(Uuid, usize), Bucket>>>,
-    degraded: Arc<AtomicBool>,
     max_events: u32,
+}
+
+/// How often a replica whose limits are local asks Redis again.
+const REDIS_RETRY: Duration = Duration::from_secs(2);
+
+/// The connection to Redis and what is known of it. While Redis is down,
+/// requests do not wait on it: they are limited locally at once, and a
+/// background probe (at most one at a time, every [`REDIS_RETRY`]) connects
+/// again (a replica that started without Redis) or pings it, and turns the
+/// shared limits back on when it answers. Before, a replica that started
+/// without Redis never used it again, and one that lost it spent about
+/// 1.5 s of every request on a reconnect attempt.
+struct Redis {
+    client: Option<redis::Client>,
+    manager: Mutex<Option<redis::aio::ConnectionManager>>,
+    degraded: AtomicBool,
+    probing: AtomicBool,
+    retry_at: Mutex<Instant>,
+}
+
+impl Redis {
+    fn manager(&self) -> Option<redis::aio::ConnectionManager> {
+        self.manager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn down(&self, error: &dyn std::fmt::Display) {
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + REDIS_RETRY;
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
+        }
+    }
+
+    fn up(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis answers again: rate limits are shared");
+        }
+    }
+
+    /// A connection, within 2 s.
+    async fn connect(client: &redis::Client) -> Result<redis::aio::ConnectionManager, String> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_millis(500))
+            .set_response_timeout(Duration::from_millis(500))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        {
+            Ok(Ok(manager)) => Ok(manager),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("Redis did not answer within 2 s".into()),
+        }
+    }
+
+    /// Starts a probe of Redis unless one runs or the last failed less than
+    /// [`REDIS_RETRY`] ago.
+    fn probe(self: &Arc<Self>) {
+        let Some(client) = self.client.clone() else {
+            return; // an invalid REDIS_URL: local for good
+        };
+        if Instant::now() < *self.retry_at.lock().unwrap_or_else(|e| e.into_inner())
+            || self.probing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let answered = match this.manager() {
+                Some(mut manager) => tokio::time::timeout(
+                    Duration::from_secs(1),
+                    redis::cmd("PING").query_async::<String>(&mut manager),
+                )
+                .await
+                .map_err(|_| "Redis did not answer within 1 s".to_owned())
+                .and_then(|pong| pong.map(drop).map_err(|e| e.to_string())),
+                None => Self::connect(&client).await.map(|manager| {
+                    *this.manager.lock().unwrap_or_else(|e| e.into_inner()) = Some(manager);
+                }),
+            };
+            match answered {
+                Ok(()) => this.up(),
+                Err(error) => this.down(&error),
+            }
+            this.probing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl RateLimiter {
     /// Connects to Redis at `url`; without an answer the limiter starts in
-    /// its local mode and keeps trying Redis on every request.
+    /// its local mode and keeps trying Redis in the background.
     pub async fn new(url: &str, max_events: u32) -> Self {
-        let redis = match redis::Client::open(url) {
-            Ok(client) => {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_millis(500))
-                    .set_response_timeout(Duration::from_millis(500))
-                    .set_number_of_retries(1);
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    redis::aio::ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                {
-                    Ok(Ok(manager)) => Some(manager),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            "Redis did not answer: rate limits are local to this replica"
-                        );
-                        None
-                    }
-                }
-            }
+        let client = match redis::Client::open(url) {
+            Ok(client) => Some(client),
             Err(error) => {
                 tracing::warn!(%error, "invalid REDIS_URL: rate limits are local to this replica");
                 None
             }
         };
-        let degraded = Arc::new(AtomicBool::new(redis.is_none()));
+        let manager = match &client {
+            Some(client) => match Redis::connect(client).await {
+                Ok(manager) => Some(manager),
+                Err(error) => {
+                    tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
+                    None
+                }
+            },
+            None => None,
+        };
+        let degraded = AtomicBool::new(manager.is_none());
         Self {
-            redis,
+            redis: Arc::new(Redis {
+                client,
+                manager: Mutex::new(manager),
+                degraded,
+                probing: AtomicBool::new(false),
+                retry_at: Mutex::new(Instant::now() + REDIS_RETRY),
+            }),
             script: Arc::new(redis::Script::new(SCRIPT)),
             local: Arc::default(),
-            degraded,
             max_events,
         }
     }
 
     /// Whether the limits are local to this replica right now (Redis down).
     pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        self.redis.degraded.load(Ordering::Relaxed)
     }
 
     /// Checks and charges one request of `events` events for `key`.
     pub async fn check(&self, key: Uuid, limits: Limits, events: u32) -> Verdict {
         let buckets = shape(limits, events, self.max_events);
-        if let Some(redis) = &self.redis {
-            let mut connection = redis.clone();
-            let mut invocation = self.script.prepare_invoke();
-            invocation
-                .key(format!("activity:ratelimit:{key}:requests"))
-                .key(format!("activity:ratelimit:{key}:events"));
-            for (rate, burst, cost) in buckets {
-                invocation.arg(rate).arg(burst).arg(cost);
-            }
-            match invocation.invoke_async::<u64>(&mut connection).await {
-                Ok(wait) => {
-                    if self.degraded.swap(false, Ordering::Relaxed) {
-                        tracing::info!("Redis answers again: rate limits are shared");
-                    }
-                    return verdict(wait);
+        match self.redis.manager() {
+            Some(mut connection) if !self.degraded() => {
+                let mut invocation = self.script.prepare_invoke();
+                invocation
+                    .key(format!("activity:ratelimit:{key}:requests"))
+                    .key(format!("activity:ratelimit:{key}:events"));
+                for (rate, burst, cost) in buckets {
+                    invocation.arg(rate).arg(burst).arg(cost);
                 }
-                Err(error) => {
-                    if !self.degraded.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
-                    }
+                match invocation.invoke_async::<u64>(&mut connection).await {
+                    Ok(wait) => return verdict(wait),
+                    Err(error) => self.redis.down(&error),
                 }
             }
+            _ => self.redis.probe(),
         }
         self.check_locally(key, buckets)
     }
@@ -236,6 +311,54 @@ mod tests {
             limiter.check(Uuid::new_v4(), limits, 10).await,
             Verdict::Allowed
         );
+    }
+
+    /// A replica that started without Redis uses it once it answers (it
+    /// never did), through a proxy started later on the port it was given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_started_without_redis_shares_limits_once_it_answers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        let limiter = RateLimiter::new(&format!("redis://127.0.0.1:{port}"), 500).await;
+        assert!(limiter.degraded());
+        let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the same port");
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = proxy.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut redis).await;
+                    }
+                });
+            }
+        });
+        let limits = Limits {
+            requests_per_second: 1_000,
+            events_per_second: 100_000,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while limiter.degraded() && Instant::now() < deadline {
+            limiter.check(Uuid::new_v4(), limits, 1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!limiter.degraded(), "back on Redis");
+        // And the limits are Redis': a key charged through this replica is
+        // limited through another one that always had Redis.
+        let other = RateLimiter::new("redis://127.0.0.1:6379", 500).await;
+        assert!(!other.degraded());
+        let key = Uuid::new_v4();
+        let two = Limits {
+            requests_per_second: 2,
+            events_per_second: 100_000,
+        };
+        assert_eq!(limiter.check(key, two, 1).await, Verdict::Allowed);
+        assert_eq!(limiter.check(key, two, 1).await, Verdict::Allowed);
+        assert!(matches!(
+            other.check(key, two, 1).await,
+            Verdict::Limited(_)
+        ));
     }
 
     #[tokio::test]
