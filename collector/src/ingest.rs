@@ -16,7 +16,7 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use activity_core::{NewEvent, RawEvent};
+use activity_core::{ActivityEvent, RawEvent};
 use activity_producer::{TrackError, Tracker};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -34,7 +34,7 @@ use crate::error::CollectError;
 use crate::keys::{KeyCache, Lookup, WriteKey};
 use crate::limits::{Limits, RateLimiter, Verdict};
 use crate::metrics;
-use crate::spam::{Signature, SpamFilter};
+use crate::spam::{Counted, Signature, SpamFilter};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -229,7 +229,7 @@ fn prepare(
     raw: &RawValue,
     context: &RequestContext<'_>,
     index: usize,
-) -> Result<NewEvent, Refusal> {
+) -> Result<(ActivityEvent, Option<Counted>), Refusal> {
     let size = raw.get().len();
     if size > MAX_EVENT_BYTES {
         return Err(Refusal(
@@ -289,19 +289,29 @@ fn prepare(
     if event.event_id.is_none() {
         event.event_id = Some(derived_event_id(key.id, context.body, index));
     }
-    if let Some(user) = event.user_id {
-        let signature = Signature {
-            key: key.id,
-            user,
-            event_type: &event.event_type,
-            entity: event.entity_type.as_deref().zip(event.entity_id.as_deref()),
-        };
-        if collector.spam.is_spam(signature) {
-            metrics::spam_dropped();
-            return Err(Refusal("spam", collector.spam.describe()));
+    let event = event
+        .validate(context.received_at)
+        .map_err(|reason| Refusal(reason.kind(), reason.to_string()))?;
+    // Counted only once valid: invalid events are never spam.
+    let counted = match event.user_id() {
+        Some(user) => {
+            let signature = Signature {
+                key: key.id,
+                user: user.as_uuid(),
+                event_type: event.event_type().as_str(),
+                entity: event.entity_type().zip(event.entity_id()),
+            };
+            match collector.spam.count(signature) {
+                Some(counted) => Some(counted),
+                None => {
+                    metrics::spam_dropped();
+                    return Err(Refusal("spam", collector.spam.describe()));
+                }
+            }
         }
-    }
-    Ok(event)
+        None => None,
+    };
+    Ok((event, counted))
 }
 
 struct RequestContext<'a> {
@@ -392,21 +402,24 @@ async fn ingest(
     // ones: a request refused with 503 is retried and would count twice.
     let mut rejected_kinds = Vec::new();
     let mut deliveries = Vec::with_capacity(events.len());
+    // What this request counted towards spam: taken back if it is answered
+    // 503, since its client retries it.
+    let mut counted = Vec::new();
+    let refund = |counted: Vec<Counted>| counted.into_iter().for_each(|c| collector.spam.refund(c));
     for (index, raw) in events.into_iter().enumerate() {
-        let sent =
-            prepare(&collector, &key, raw, &context, index).and_then(|event| {
-                match collector.tracker.send_event(event) {
-                    Ok(delivery) => Ok(Ok(delivery)),
-                    Err(TrackError::Invalid(reason)) => {
-                        Err(Refusal(reason.kind(), reason.to_string()))
-                    }
-                    Err(other) => Ok(Err(other)),
-                }
-            });
+        let sent = prepare(&collector, &key, raw, &context, index).and_then(|(event, spam)| {
+            counted.extend(spam);
+            match collector.tracker.send_valid(event) {
+                Ok(delivery) => Ok(Ok(delivery)),
+                Err(TrackError::Invalid(reason)) => Err(Refusal(reason.kind(), reason.to_string())),
+                Err(other) => Ok(Err(other)),
+            }
+        });
         match sent {
             Ok(Ok(delivery)) => deliveries.push(delivery),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the producer cannot take events");
+                refund(counted);
                 return Err(CollectError::Unavailable(format!(
                     "Kafka cannot take events now ({error}); nothing of this request was accepted; retry it"
                 )));
@@ -421,6 +434,7 @@ async fn ingest(
     for delivered in futures::future::join_all(deliveries).await {
         if let Err(error) = delivered {
             tracing::warn!(%error, "Kafka did not acknowledge an event");
+            refund(counted);
             return Err(CollectError::Unavailable(format!(
                 "Kafka did not acknowledge the events ({error}); retry this request: events already stored are not stored twice"
             )));

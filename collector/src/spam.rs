@@ -37,6 +37,9 @@ pub struct Signature<'a> {
     pub entity: Option<(&'a str, &'a str)>,
 }
 
+/// An event counted towards its signature's window.
+pub struct Counted(u64);
+
 /// Counts identical events per window.
 pub struct SpamFilter {
     threshold: u32,
@@ -61,12 +64,23 @@ impl SpamFilter {
         }
     }
 
-    /// Whether this event is past the threshold in its window (and so spam).
-    pub fn is_spam(&self, signature: Signature<'_>) -> bool {
-        self.is_spam_at(signature, Instant::now())
+    /// Counts this event in its window: `None` when it is past the
+    /// threshold (spam), else what to [`SpamFilter::refund`] if the request
+    /// that holds it is not accepted after all (answered 503 and retried:
+    /// its events must not count twice).
+    pub fn count(&self, signature: Signature<'_>) -> Option<Counted> {
+        self.count_at(signature, Instant::now())
     }
 
-    fn is_spam_at(&self, signature: Signature<'_>, now: Instant) -> bool {
+    /// Takes back one counted event.
+    pub fn refund(&self, counted: Counted) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = seen.windows.get_mut(&counted.0) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
+    fn count_at(&self, signature: Signature<'_>, now: Instant) -> Option<Counted> {
         let signature = self.hasher.hash_one(signature);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.windows.len() >= MAX_TRACKED && !seen.windows.contains_key(&signature) {
@@ -80,7 +94,7 @@ impl SpamFilter {
                 seen.swept = Some(now);
             }
             if seen.windows.len() >= MAX_TRACKED {
-                return false;
+                return Some(Counted(signature)); // not tracked: not spam
             }
         }
         let entry = seen.windows.entry(signature).or_insert((now, 0));
@@ -88,7 +102,7 @@ impl SpamFilter {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
-        entry.1 > self.threshold
+        (entry.1 <= self.threshold).then_some(Counted(signature))
     }
 
     pub fn describe(&self) -> String {
@@ -103,6 +117,32 @@ impl SpamFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl SpamFilter {
+        fn spam_at(&self, signature: Signature<'_>, now: Instant) -> bool {
+            self.count_at(signature, now).is_none()
+        }
+    }
+
+    #[test]
+    fn a_refunded_event_does_not_count() {
+        let filter = SpamFilter::new(2, Duration::from_secs(10));
+        let user = Uuid::new_v4();
+        let start = Instant::now();
+        let first = filter.count_at(signature(user, "post.liked"), start);
+        assert!(filter
+            .count_at(signature(user, "post.liked"), start)
+            .is_some());
+        filter.refund(first.expect("counted"));
+        assert!(
+            !filter.spam_at(signature(user, "post.liked"), start),
+            "2 of 2 after the refund"
+        );
+        assert!(
+            filter.spam_at(signature(user, "post.liked"), start),
+            "the third is spam"
+        );
+    }
 
     fn signature(user: Uuid, event_type: &str) -> Signature<'_> {
         Signature {
@@ -119,15 +159,15 @@ mod tests {
         let user = Uuid::new_v4();
         let start = Instant::now();
         let verdicts: Vec<bool> = (0..5)
-            .map(|_| filter.is_spam_at(signature(user, "post.liked"), start))
+            .map(|_| filter.spam_at(signature(user, "post.liked"), start))
             .collect();
         assert_eq!(verdicts, [false, false, false, true, true]);
         // Another type, another user: their own counts.
-        assert!(!filter.is_spam_at(signature(user, "post.viewed"), start));
-        assert!(!filter.is_spam_at(signature(Uuid::new_v4(), "post.liked"), start));
+        assert!(!filter.spam_at(signature(user, "post.viewed"), start));
+        assert!(!filter.spam_at(signature(Uuid::new_v4(), "post.liked"), start));
         // A new window starts over.
         let later = start + Duration::from_secs(10);
-        assert!(!filter.is_spam_at(signature(user, "post.liked"), later));
+        assert!(!filter.spam_at(signature(user, "post.liked"), later));
     }
 
     #[test]
@@ -136,13 +176,13 @@ mod tests {
         let start = Instant::now();
         for _ in 0..MAX_TRACKED {
             // Threshold 0: every tracked signature is spam from its first event.
-            assert!(filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), start));
+            assert!(filter.spam_at(signature(Uuid::new_v4(), "a.b"), start));
         }
         // Full, every window open: a new signature passes unchecked.
-        assert!(!filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), start));
+        assert!(!filter.spam_at(signature(Uuid::new_v4(), "a.b"), start));
         // Once the windows ended, the next sweep makes room again.
         let later = start + Duration::from_secs(11);
-        assert!(filter.is_spam_at(signature(Uuid::new_v4(), "a.b"), later));
+        assert!(filter.spam_at(signature(Uuid::new_v4(), "a.b"), later));
         let seen = filter.seen.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(seen.windows.len(), 1);
     }

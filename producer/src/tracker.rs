@@ -26,7 +26,7 @@ use std::time::Duration;
 use activity_core::avro::{AvroCodec, EncodeError, SchemaError};
 use activity_core::config::Settings;
 use activity_core::kafka::{client_config, partition_key};
-use activity_core::{EventId, NewEvent, ValidationError};
+use activity_core::{ActivityEvent, EventId, NewEvent, ValidationError};
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
@@ -92,11 +92,22 @@ impl ClientContext for DeliveryContext {
     }
 }
 
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<Option<Acknowledgement>>;
+/// What a delivery report needs of its event: its id (for the log) and
+/// whom to tell.
+struct Pending {
+    event_id: EventId,
+    acknowledgement: Option<Acknowledgement>,
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, acknowledgement: Self::DeliveryOpaque) {
-        if let Some(acknowledgement) = *acknowledgement {
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
+        let Pending {
+            event_id,
+            acknowledgement,
+        } = *pending;
+        if let Some(acknowledgement) = acknowledgement {
             // The receiver may be gone (the request timed out): nothing to tell.
             let _ = acknowledgement.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
         }
@@ -112,7 +123,7 @@ impl ProducerContext for DeliveryContext {
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
-                tracing::error!(%error, community_id = key, partition = message.partition(), "event delivery failed");
+                tracing::error!(%error, %event_id, community_id = key, partition = message.partition(), "event delivery failed");
             }
         }
     }
@@ -178,7 +189,7 @@ impl Tracker {
     /// Validates, encodes and enqueues one event; returns its `event_id`
     /// (generated if the event had none). Does not wait for the broker.
     pub fn track_event(&self, event: NewEvent) -> Result<EventId, TrackError> {
-        self.enqueue(event, Box::new(None))
+        self.enqueue(event.validate(Utc::now())?, None)
     }
 
     /// Validates, encodes and enqueues one event like [`Tracker::track_event`]
@@ -189,8 +200,17 @@ impl Tracker {
         &self,
         event: NewEvent,
     ) -> Result<impl std::future::Future<Output = Result<EventId, TrackError>>, TrackError> {
+        self.send_valid(event.validate(Utc::now())?)
+    }
+
+    /// [`Tracker::send_event`] for an event already validated (the
+    /// collector validates before it counts an event towards spam).
+    pub fn send_valid(
+        &self,
+        event: ActivityEvent,
+    ) -> Result<impl std::future::Future<Output = Result<EventId, TrackError>>, TrackError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let event_id = self.enqueue(event, Box::new(Some(sender)))?;
+        let event_id = self.enqueue(event, Some(sender))?;
         Ok(async move {
             match receiver.await {
                 Ok(Ok(())) => Ok(event_id),
@@ -202,14 +222,17 @@ impl Tracker {
 
     fn enqueue(
         &self,
-        event: NewEvent,
-        acknowledgement: Box<Option<Acknowledgement>>,
+        event: ActivityEvent,
+        acknowledgement: Option<Acknowledgement>,
     ) -> Result<EventId, TrackError> {
-        let event = event.validate(Utc::now())?;
         let payload = self.codec.encode(&event)?;
         let key = partition_key(event.community_id());
-        let mut record: BaseRecord<'_, str, [u8], Box<Option<Acknowledgement>>> =
-            BaseRecord::with_opaque_to(&self.topic, acknowledgement).payload(&payload);
+        let pending = Box::new(Pending {
+            event_id: event.event_id(),
+            acknowledgement,
+        });
+        let mut record: BaseRecord<'_, str, [u8], Box<Pending>> =
+            BaseRecord::with_opaque_to(&self.topic, pending).payload(&payload);
         if let Some(key) = &key {
             record = record.key(key.as_str());
         }

@@ -671,6 +671,29 @@ async fn limits_and_revocations_hold_across_two_replicas_and_spam_is_rejected() 
         metrics.contains("collector_spam_events_dropped_total 5"),
         "{metrics}"
     );
+    // Invalid events are not counted: 12 identical ones refused for their
+    // metadata, then the same event valid, is accepted (it was refused as
+    // spam, though nothing had been accepted).
+    let user = Uuid::new_v4();
+    let same = |metadata: Value| {
+        json!({"event_type": "post.liked", "user_id": user, "community_id": community,
+               "entity_type": "post", "entity_id": "2", "metadata": metadata})
+    };
+    let mut events = vec![same(json!({"note": "nul \u{0} inside"})); 12];
+    events.push(same(json!({"note": "fine"})));
+    let (status, body, _) = replicas[0]
+        .post(Some(&key), json!({"events": events}).to_string())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    let refused = body["rejected"].as_array().expect("rejected");
+    assert_eq!(refused.len(), 12, "{body}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["error"].as_str().is_some_and(|e| !e.starts_with("spam"))),
+        "{body}"
+    );
 
     // Revoked once, refused by both replicas within seconds.
     revoke(&db, key_id(&db));
