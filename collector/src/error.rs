@@ -22,6 +22,9 @@ pub enum CollectError {
     /// Over 1 MiB or over 500 events.
     #[error("{0}")]
     TooLarge(String),
+    /// The body did not arrive within the time allowed.
+    #[error("{0}")]
+    Timeout(String),
     /// A path the collector does not serve.
     #[error("{0}")]
     NotFound(String),
@@ -51,6 +54,7 @@ impl CollectError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::UnsupportedEncoding(_) => {

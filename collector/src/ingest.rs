@@ -38,6 +38,8 @@ use crate::spam::{Counted, Signature, SpamFilter};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a request's body may take to arrive, once its headers have.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most events in one request.
 pub const MAX_EVENTS: usize = 500;
 /// Largest single event, as JSON.
@@ -367,9 +369,21 @@ async fn ingest(
     let received_at = Utc::now();
     let key = authenticate(&collector, &headers)?;
     tracing::Span::current().record("key", tracing::field::display(key.id));
-    let body: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes")))?;
+    // A body trickled in a byte at a time would hold its connection (and a
+    // file descriptor) for as long as the client likes: write keys are
+    // public, in browsers. The headers have their own 10 s (core/src/http.rs).
+    let body: Bytes =
+        tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
+            .await
+            .map_err(|_| {
+                CollectError::Timeout(format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|_| {
+                CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"))
+            })?;
     let body = decoded(&headers, body)?;
     let (events, sent_at) = parse_body(&body)?;
 

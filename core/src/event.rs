@@ -315,6 +315,9 @@ impl NewEvent {
             .map(|ip| {
                 ip.trim()
                     .parse::<IpAddr>()
+                    // An IPv4 client seen by a server listening on IPv6
+                    // (`::ffff:1.2.3.4`) is stored as the IPv4 address.
+                    .map(|ip| ip.to_canonical())
                     .map_err(|_| ValidationError::IpAddress(excerpt(&ip)))
             })
             .transpose()?;
@@ -708,6 +711,21 @@ mod tests {
                 .validate(now())
                 .unwrap();
             assert_eq!(event.ip_address().unwrap(), ok.parse::<IpAddr>().unwrap());
+        }
+        for mapped in [
+            "::ffff:1.2.3.4",
+            "::FFFF:1.2.3.4",
+            "0:0:0:0:0:ffff:0102:0304",
+        ] {
+            let event = NewEvent::new("user.login")
+                .ip_address(mapped)
+                .validate(now())
+                .unwrap();
+            assert_eq!(
+                event.ip_address().unwrap().to_string(),
+                "1.2.3.4",
+                "{mapped}"
+            );
         }
         for bad in ["300.1.1.1", "localhost", "1.2.3", "::g"] {
             assert!(matches!(

@@ -970,3 +970,48 @@ async fn every_process_counts_a_real_run_on_its_metrics() {
         "{api_metrics}"
     );
 }
+
+/// A body trickled in (with a valid key: write keys are public, in
+/// browsers) gets 408 after 30 s instead of holding its connection open for
+/// as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_gets_408() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::spawn(&settings, &[]).await;
+    let address = collector.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buffer = [0u8; 1024];
+        // A byte every 5 s: never idle long enough for any idle timeout.
+        loop {
+            tokio::select! {
+                n = stream.read(&mut buffer) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => { answer.extend_from_slice(&buffer[..n]); break; }
+                },
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if stream.write_all(b" ").await.is_err() { break; }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "answered within 60 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+}
