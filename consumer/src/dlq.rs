@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use activity_core::kafka::QuietContext;
 use activity_core::kafka::{client_config, dlq_headers, dlq_topic};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -31,7 +32,7 @@ pub struct DeadLetter {
 /// The producer for the dead-letter topic.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     source_topic: String,
     topic: String,
     health: Health,
@@ -47,7 +48,7 @@ impl DeadLetters {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
-            .create()?;
+            .create_with_context(QuietContext::default())?;
         Ok(Self {
             producer,
             source_topic: source_topic.to_owned(),

@@ -137,6 +137,7 @@ struct GroupContext {
     generations: Mutex<HashMap<i32, u64>>,
     next: Mutex<u64>,
     health: Health,
+    errors: activity_core::kafka::ErrorLog,
 }
 
 impl GroupContext {
@@ -150,6 +151,12 @@ impl GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    /// librdkafka's errors, a repeated one logged every 30 s with its count
+    /// (an unreachable broker is reported every few milliseconds).
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.log(&error, reason);
+    }
+
     /// librdkafka's statistics (every `statistics.interval.ms`): the lag of
     /// each partition this member owns, the broker's high watermark minus
     /// the group's committed offset, as `consumer_lag_messages{partition}`.
@@ -525,7 +532,10 @@ impl Consumer {
                 return None;
             }
             Err(error) => {
-                tracing::warn!(%error, "kafka consumer error");
+                self.consumer
+                    .context()
+                    .errors
+                    .log(&error, "kafka consumer error");
                 return None;
             }
         };

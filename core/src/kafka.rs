@@ -102,3 +102,53 @@ mod tests {
         assert_eq!(dlq_topic("activities"), "activities.dlq");
     }
 }
+
+/// Logs librdkafka's errors without flooding: each kind of error (its
+/// librdkafka code: "Global error: AllBrokersDown" and "Message consumption
+/// error: AllBrokersDown" are one) is logged when first seen, then at most
+/// once every [`ErrorLog::EVERY`] with how often it came meanwhile
+/// (librdkafka reports an unreachable broker every few milliseconds: 550
+/// lines in 12 s before).
+#[derive(Default)]
+pub struct ErrorLog {
+    seen: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+}
+
+impl ErrorLog {
+    pub const EVERY: Duration = Duration::from_secs(30);
+
+    pub fn log(&self, error: &KafkaError, reason: &str) {
+        let kind = error
+            .rdkafka_error_code()
+            .map_or_else(|| error.to_string(), |code| format!("{code:?}"));
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= 64 && !seen.contains_key(&kind) {
+            seen.clear();
+        }
+        match seen.get_mut(&kind) {
+            Some((at, repeats)) if now.duration_since(*at) < Self::EVERY => *repeats += 1,
+            Some((at, repeats)) => {
+                tracing::error!(%error, reason, repeated = *repeats, "kafka error (repeated)");
+                (*at, *repeats) = (now, 0);
+            }
+            None => {
+                tracing::error!(%error, reason, "kafka error");
+                seen.insert(kind, (now, 0));
+            }
+        }
+    }
+}
+
+/// A client context whose only work is [`ErrorLog`]: for the clients that
+/// need no other (the dead-letter producer, admin clients).
+#[derive(Default)]
+pub struct QuietContext {
+    errors: ErrorLog,
+}
+
+impl rdkafka::ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.log(&error, reason);
+    }
+}

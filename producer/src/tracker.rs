@@ -78,9 +78,15 @@ struct DeliveryContext {
     counters: Arc<Counters>,
     /// Why no broker can be reached, as of the latest statistics.
     unreachable: Mutex<Option<String>>,
+    errors: activity_core::kafka::ErrorLog,
 }
 
 impl ClientContext for DeliveryContext {
+    /// librdkafka's errors, a repeated one logged every 30 s with its count.
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.log(&error, reason);
+    }
+
     /// librdkafka's statistics (every 10 s): events waiting in the
     /// producer's queue for the broker, as `producer_queue_messages`.
     ///
@@ -165,6 +171,7 @@ impl Tracker {
             .create_with_context(DeliveryContext {
                 counters: counters.clone(),
                 unreachable: Mutex::new(None),
+                errors: activity_core::kafka::ErrorLog::default(),
             })?;
         Ok(Self {
             producer: Arc::new(producer),
