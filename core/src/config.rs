@@ -382,20 +382,7 @@ impl Settings {
                 "prod needs DATABASE_URL: the built-in default is for a laptop".into(),
             ));
         }
-        let password = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
-            .unwrap_or_default();
-        const DEFAULTS: [&str; 6] = ["", "postgres", "password", "admin", "secret", "changeme"];
-        if DEFAULTS.contains(&password.as_str()) && !url.contains("sslmode=verify-full") {
-            return Err(ConfigError::Invalid(
-                "prod refuses a DATABASE_URL without a password or with a default one \
-                 (postgres, password, admin, secret, changeme); certificate login needs \
-                 sslmode=verify-full"
-                    .into(),
-            ));
-        }
-        Ok(())
+        check_prod_database_url("DATABASE_URL", url)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -438,6 +425,25 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// What `prod` refuses of a database URL (`name` says which setting it
+/// is): no password or a well-known default one, unless the login is by
+/// certificate (`sslmode=verify-full`).
+pub fn check_prod_database_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    let password = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .unwrap_or_default();
+    const DEFAULTS: [&str; 6] = ["", "postgres", "password", "admin", "secret", "changeme"];
+    if DEFAULTS.contains(&password.as_str()) && !url.contains("sslmode=verify-full") {
+        return Err(ConfigError::Invalid(format!(
+            "prod refuses a {name} without a password or with a default one \
+             (postgres, password, admin, secret, changeme); certificate login needs \
+             sslmode=verify-full"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -494,6 +500,21 @@ mod tests {
         assert!(settings.check().is_err());
         settings.consumer.batch_size = 1;
         assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn prod_names_the_database_url_it_refuses() {
+        let refused =
+            check_prod_database_url("DATABASE_READ_URL", "postgres://app@replica/activity")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+        assert!(refused.contains("DATABASE_READ_URL"), "{refused}");
+        assert!(check_prod_database_url(
+            "DATABASE_READ_URL",
+            "postgres://app:Xk9-long-1@replica/a"
+        )
+        .is_ok());
     }
 
     #[test]

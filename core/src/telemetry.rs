@@ -10,7 +10,15 @@ use crate::config::LogFormat;
 /// for terminals, JSON lines for log pipelines. Logs go to stderr so stdout
 /// stays for a command's output.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // An unset RUST_LOG is `info`; one that does not parse is too, said once
+    // the subscriber is up (it used to be dropped without a word).
+    let (filter, refused) = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(text) if !text.trim().is_empty() => match EnvFilter::try_new(&text) {
+            Ok(filter) => (filter, None),
+            Err(error) => (EnvFilter::new("info"), Some((text, error))),
+        },
+        _ => (EnvFilter::new("info"), None),
+    };
     let registry = tracing_subscriber::registry().with(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match format {
@@ -32,7 +40,11 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
     // A second init (tests, `dev` running several components) keeps the first.
-    let _ = result;
+    if result.is_ok() {
+        if let Some((text, error)) = refused {
+            tracing::warn!(rust_log = %text, %error, "RUST_LOG does not parse; logging at info");
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder that `/metrics` renders (every

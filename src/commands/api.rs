@@ -88,6 +88,9 @@ fn key_for(env: AppEnv, secret: Option<&str>) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    if let (Some(AppEnv::Prod), Some(read_url)) = (settings.app_env, &args.database_read_url) {
+        activity_core::config::check_prod_database_url("DATABASE_READ_URL", read_url.expose())?;
+    }
     let read_url = args
         .database_read_url
         .clone()

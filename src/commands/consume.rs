@@ -27,7 +27,7 @@ pub(crate) struct ConsumerArgs {
     #[arg(long, env = "CONSUMER_BATCH_LINGER_MS")]
     batch_linger_ms: Option<u64>,
     /// Batches written to the database at once, at least 1 (offsets still
-    /// commit in order).
+    /// commit in order); the connection pool grows to match it.
     #[arg(long, env = "CONSUMER_MAX_IN_FLIGHT", value_parser = at_least_one())]
     max_in_flight: Option<usize>,
     /// How often the rollup compactor looks for days to compact, in milliseconds.
@@ -35,7 +35,7 @@ pub(crate) struct ConsumerArgs {
     compact_interval_ms: Option<u64>,
     /// librdkafka's max.poll.interval.ms; the consumer pauses its partitions
     /// after a third of it while the database is down, and keeps polling.
-    #[arg(long, env = "CONSUMER_MAX_POLL_INTERVAL_MS")]
+    #[arg(long, env = "CONSUMER_MAX_POLL_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..))]
     max_poll_interval_ms: Option<u64>,
 }
 
@@ -58,11 +58,14 @@ impl ConsumerArgs {
         }
         if let Some(depth) = self.max_in_flight {
             settings.consumer.max_in_flight = depth;
+            // Each batch in flight holds a connection (the profile's own
+            // pool_size is checked against its max_in_flight).
+            settings.consumer.pool_size = settings.consumer.pool_size.max(depth);
         }
         if let Some(every) = self.compact_interval_ms {
             settings.consumer.compact_interval_ms = every;
         }
-        if let Some(interval) = self.max_poll_interval_ms.filter(|&i| i > 0) {
+        if let Some(interval) = self.max_poll_interval_ms {
             settings.consumer.max_poll_interval_ms = interval;
         }
     }
