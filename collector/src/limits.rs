@@ -93,7 +93,8 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 
 /// The connection to Redis and what is known of it. While Redis is down,
 /// requests do not wait on it: they are limited locally at once, and a
-/// background probe (at most one at a time, every [`REDIS_RETRY`]) connects
+/// background probe (at most one at a time, every [`REDIS_RETRY`], on a
+/// timer and on requests) connects
 /// again (a replica that started without Redis) or pings it, and turns the
 /// shared limits back on when it answers. Before, a replica that started
 /// without Redis never used it again, and one that lost it spent about
@@ -201,14 +202,29 @@ impl RateLimiter {
             None => None,
         };
         let degraded = AtomicBool::new(manager.is_none());
+        let redis = Arc::new(Redis {
+            client,
+            manager: Mutex::new(manager),
+            degraded,
+            probing: AtomicBool::new(false),
+            retry_at: Mutex::new(Instant::now() + REDIS_RETRY),
+        });
+        // Probed on a timer too, so a replica that takes no request (or
+        // one every few minutes) is back on Redis, and says so, without one.
+        let watched = Arc::downgrade(&redis);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REDIS_RETRY).await;
+                let Some(redis) = watched.upgrade() else {
+                    break;
+                };
+                if redis.degraded.load(Ordering::Relaxed) {
+                    redis.probe();
+                }
+            }
+        });
         Self {
-            redis: Arc::new(Redis {
-                client,
-                manager: Mutex::new(manager),
-                degraded,
-                probing: AtomicBool::new(false),
-                retry_at: Mutex::new(Instant::now() + REDIS_RETRY),
-            }),
+            redis,
             script: Arc::new(redis::Script::new(SCRIPT)),
             local: Arc::default(),
             max_events,
@@ -338,12 +354,16 @@ mod tests {
             requests_per_second: 1_000,
             events_per_second: 100_000,
         };
+        // Without a request: the timer probes.
         let deadline = Instant::now() + Duration::from_secs(20);
         while limiter.degraded() && Instant::now() < deadline {
-            limiter.check(Uuid::new_v4(), limits, 1).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(!limiter.degraded(), "back on Redis");
+        assert_eq!(
+            limiter.check(Uuid::new_v4(), limits, 1).await,
+            Verdict::Allowed
+        );
         // And the limits are Redis': a key charged through this replica is
         // limited through another one that always had Redis.
         let other = RateLimiter::new("redis://127.0.0.1:6379", 500).await;

@@ -39,6 +39,9 @@ pub struct Health {
 struct Inner {
     /// The last database error, until a batch is stored again.
     database: Mutex<Option<String>>,
+    /// Why the database does not answer a probe, from the probe every 10 s
+    /// (`Store::keep_watched`): set and cleared by each.
+    reachable: Mutex<Option<String>>,
     /// The last dead-letter topic error, until a letter is acknowledged.
     dead_letters: Mutex<Option<String>>,
     /// Why Kafka cannot be read (no broker reachable), from librdkafka's
@@ -76,6 +79,11 @@ impl Health {
         set(&self.inner.database, None);
     }
 
+    /// What the latest database probe says: `None` when it answered.
+    pub fn database_reachable(&self, problem: Option<String>) {
+        set(&self.inner.reachable, problem);
+    }
+
     pub fn dead_letters_failed(&self, error: &impl std::fmt::Display) {
         set(&self.inner.dead_letters, Some(error.to_string()));
     }
@@ -108,8 +116,10 @@ impl Health {
         if self.inner.stopping.load(Ordering::Relaxed) {
             reasons.push("shutting down".to_owned());
         }
-        if let Some(error) = get_reason(&self.inner.database) {
-            reasons.push(format!("database: {error}"));
+        for slot in [&self.inner.database, &self.inner.reachable] {
+            if let Some(error) = get_reason(slot) {
+                reasons.push(format!("database: {error}"));
+            }
         }
         if let Some(error) = get_reason(&self.inner.dead_letters) {
             reasons.push(format!("dead-letter topic: {error}"));

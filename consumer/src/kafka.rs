@@ -320,6 +320,11 @@ impl Consumer {
         // it (ActivityIngestionFailing: errors and nothing stored) stayed
         // silent for a consumer that had not stored a batch since it started.
         Totals::register();
+        let watching = tokio::spawn(self.store.clone().keep_watched(
+            self.health.clone(),
+            Duration::from_secs(10),
+            shutdown.clone(),
+        ));
         let batch_size = self.settings.batch_size;
         let linger = self.settings.batch_linger();
         let stall = stall_after(&self.settings);
@@ -389,7 +394,9 @@ impl Consumer {
             }
         }
 
-        self.shut_down(pending, in_flight, abort, totals).await
+        let stopped = self.shut_down(pending, in_flight, abort, totals).await;
+        watching.abort();
+        stopped
     }
 
     async fn shut_down(

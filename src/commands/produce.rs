@@ -153,9 +153,12 @@ async fn send_file(
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_slice::<serde_json::Value>(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|value| RawEvent::from_json(value).map_err(|e| e.to_string()))
+        // From the text, as the collector reads it: parsed into a tree
+        // first, a reserved key (`"\u0024serde_json::private::Number"`) would
+        // already have turned its object into another value.
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|e| format!("not UTF-8 ({e})"))
+            .and_then(|text| RawEvent::from_json_text(text).map_err(|e| e.to_string()))
             .and_then(|raw| raw.into_new_event().map_err(|e| e.to_string()));
         let event = match parsed {
             Ok(event) => event,

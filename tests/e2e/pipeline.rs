@@ -443,6 +443,26 @@ async fn a_consumer_whose_topic_does_not_exist_is_not_ready() {
     );
 }
 
+/// A consumer whose database does not exist is not ready from the start,
+/// though no batch has come to fail: it answered ready (and took its
+/// partitions) until one did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_database_does_not_exist_is_not_ready() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let mut settings = settings(&db, &topic);
+    settings.database_url = activity_core::config::Secret::new(format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        unique("absent")
+    ));
+    let process = ConsumerProcess::spawn(&settings, "readyz-no-database");
+    let (_, body) = wait_for_readiness(&process, |status, body| {
+        status == 503 && reasons_mention(body, "does not exist")
+    })
+    .await;
+    assert!(reasons_mention(&body, "database"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_and_schema_errors_show_on_readyz_and_lose_nothing() {
     let db = TestDb::new().await;
@@ -617,6 +637,9 @@ async fn produce_file_sends_every_valid_line_and_fails_on_bad_ones() {
             3 => file.extend(b"{not json\n"),
             7 => file.extend(b"{\"event_type\": \"user.login\", \"note\": \"\xff\xfe\"}\n"),
             11 => file.extend(b"{\"event_type\": \"Not A Type\"}\n"),
+            13 => file.extend(
+                b"{\"event_type\": \"user.login\", \"metadata\": {\"n\": {\"\\u0024serde_json::private::Number\": \"1\"}}}\n",
+            ),
             15 => file.extend(b"   \n"),
             _ => {}
         }
@@ -649,12 +672,13 @@ async fn produce_file_sends_every_valid_line_and_fails_on_bad_ones() {
         serde_json::from_slice(&output.stdout).expect("a JSON summary");
     assert_eq!(summary["sent"], 20, "{summary}");
     assert_eq!(summary["delivered"], 20, "{summary}");
-    assert_eq!(summary["invalid"], 3, "{summary}");
+    assert_eq!(summary["invalid"], 4, "{summary}");
     // Lines are numbered as in the file: valid lines 1-4, the bad JSON is 5.
-    for bad in ["line 5:", "line 10:", "line 15:"] {
+    for bad in ["line 5:", "line 10: not UTF-8", "line 15:", "line 18:"] {
         assert!(stderr.contains(bad), "{bad} named in: {stderr}");
     }
-    assert!(stderr.contains("3 lines were invalid"), "{stderr}");
+    assert!(stderr.contains("reserved"), "{stderr}");
+    assert!(stderr.contains("4 lines were invalid"), "{stderr}");
 
     let consumer = InProcessConsumer::start(&settings);
     assert_eq!(db.wait_for_events(20, Duration::from_secs(60)).await, 20);

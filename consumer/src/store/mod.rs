@@ -196,6 +196,33 @@ impl Store {
         }
     }
 
+    /// Asks the database every `every` whether it answers, and tells
+    /// `health`: a consumer whose database is gone (or was never there)
+    /// is not ready even while no batch comes to fail, and is again once
+    /// the database answers.
+    pub async fn keep_watched(
+        self,
+        health: crate::health::Health,
+        every: std::time::Duration,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let answer = match self.pool.get().await {
+                Ok(client) => client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(drop)
+                    .map_err(|e| StoreError::from(e).to_string()),
+                Err(error) => Err(StoreError::from(error).to_string()),
+            };
+            health.database_reachable(answer.err());
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
     /// Forgets which partitions exist (after retention dropped some, say).
     pub fn forget_partitions(&self) {
         self.partitions.clear();
