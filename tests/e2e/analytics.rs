@@ -164,6 +164,19 @@ async fn world(seed: u64, count: usize) -> World {
 
 /// An API on `url` with `pool_size` connections: its address, and the
 /// token that stops it.
+/// An admin token for an API served by [`serve_api`], valid for an hour.
+fn admin_token() -> String {
+    Keys::new(SECRET)
+        .mint(&Claims {
+            sub: "admin".into(),
+            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+            role: Role::Admin,
+            communities: vec![],
+            nbf: None,
+        })
+        .expect("mint")
+}
+
 async fn serve_api(url: &str, pool_size: usize) -> (String, CancellationToken) {
     let app = Application::build(ApiConfig {
         listen: "127.0.0.1:0".into(),
@@ -1730,15 +1743,7 @@ async fn sketched_unique_users_stay_close_to_exact_at_scale() {
         store.insert_batch(chunk).await.expect("insert");
     }
     let (base, shutdown) = serve_api(&db.url, 2).await;
-    let token = Keys::new(SECRET)
-        .mint(&Claims {
-            sub: "admin".into(),
-            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
-            role: Role::Admin,
-            communities: vec![],
-            nbf: None,
-        })
-        .expect("mint");
+    let token = admin_token();
     let q = "from=2026-06-09T00:00:00Z&to=2026-06-12T00:00:00Z";
     for path in [
         format!("/api/v1/analytics/overview?{q}"),
@@ -2578,15 +2583,7 @@ async fn an_api_whose_database_refuses_it_is_not_ready_and_answers_503() {
             .is_some_and(|r| r.starts_with("database:") && r.contains("does not exist")),
         "{body}"
     );
-    let token = Keys::new(SECRET)
-        .mint(&Claims {
-            sub: "admin".into(),
-            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
-            role: Role::Admin,
-            communities: vec![],
-            nbf: None,
-        })
-        .expect("mint");
+    let token = admin_token();
     let response = reqwest::Client::new()
         .get(format!("{base}/api/v1/analytics/overview"))
         .bearer_auth(token)
