@@ -2,9 +2,11 @@
 //!
 //! `admin` reads everything; `community_admin` only the communities in its
 //! `communities` claim; `user` only `/user/{sub}`. Only HS256 is accepted
-//! (`alg: none` and every other algorithm are refused), `exp` is required,
-//! `nbf` is honoured when present, and the reserved UUIDs
-//! ([`activity_core::event::is_reserved`]) are refused in `communities`.
+//! (`alg: none` and every other algorithm are refused), `exp` is required
+//! (any NumericDate: `time.time() + 600` from Python is a fraction), `nbf`
+//! is honoured when present, a `community_admin` token must carry
+//! `communities`, and the reserved UUIDs
+//! ([`activity_core::event::is_reserved`]) are refused in it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,10 +32,17 @@ pub enum Role {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
-    pub exp: u64,
+    /// Expiry: seconds since the epoch, whole or not (RFC 7519's
+    /// NumericDate; many clients write `now + ttl` as a fraction). Checked
+    /// exactly in [`Keys::verify`]; minted tokens carry whole seconds.
+    #[serde(serialize_with = "numeric_date")]
+    pub exp: f64,
     pub role: Role,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub communities: Vec<Uuid>,
+    /// The communities a `community_admin` may read; required for that
+    /// role (a token without the claim is refused, an empty list reads
+    /// nothing), ignored for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communities: Option<Vec<Uuid>>,
     /// Not before: seconds since the epoch, whole or not (RFC 7519's
     /// NumericDate). `jsonwebtoken`'s own check reads only a whole `nbf`
     /// that fits 64 bits and takes any other as absent, so `1e30` or
@@ -111,18 +120,32 @@ impl Keys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        // `jsonwebtoken` compares `exp` rounded to whole seconds.
+        if !claims.exp.is_finite() || claims.exp <= now {
+            return Err(ApiError::Unauthorized(
+                "invalid token: it has expired (exp)".into(),
+            ));
+        }
         if let Some(nbf) = claims.nbf {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
             if !nbf.is_finite() || nbf > now {
                 return Err(ApiError::Unauthorized(
                     "invalid token: it is not valid yet (nbf)".into(),
                 ));
             }
         }
-        if claims
-            .communities
+        let communities = match (claims.role, claims.communities) {
+            (Role::CommunityAdmin, None) => {
+                return Err(ApiError::Unauthorized(
+                    "invalid token: a community_admin token must carry communities (a list of community UUIDs)"
+                        .into(),
+                ))
+            }
+            (_, communities) => communities.unwrap_or_default(),
+        };
+        if communities
             .iter()
             .any(|id| activity_core::event::is_reserved(*id))
         {
@@ -141,8 +164,18 @@ impl Keys {
         Ok(Caller {
             role: claims.role,
             subject: claims.sub,
-            communities: Arc::new(claims.communities.into_iter().collect()),
+            communities: Arc::new(communities.into_iter().collect()),
         })
+    }
+}
+
+/// Writes a whole NumericDate as an integer (what every JWT library reads),
+/// any other as it is.
+fn numeric_date<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && *value >= 0.0 && *value < u64::MAX as f64 {
+        serializer.serialize_u64(*value as u64)
+    } else {
+        serializer.serialize_f64(*value)
     }
 }
 

@@ -23,27 +23,36 @@ pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 100;
 
 /// The parameters as sent; parsed by [`RawParams::range`] and friends.
+/// Each is kept as text so that a bad value gets this API's own message;
+/// the `param` attributes tell the OpenAPI document what a valid one is.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RawParams {
     /// Start of the range, RFC 3339 (default: 30 days before `to`); widened
-    /// down to a 15-minute boundary.
+    /// down to a 15-minute boundary. Years 1678 to 2261.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// End of the range, RFC 3339, exclusive (default: now); widened up to a
-    /// 15-minute boundary. At most 400 days after `from`.
+    /// 15-minute boundary. After `from`, and at most 400 days after it.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// Time-series buckets: `hour` (ranges up to 35 days), `day` (default), `week`, `month`.
+    #[param(value_type = Option<Interval>, inline)]
     pub interval: Option<String>,
     /// IANA time zone for the buckets (default `UTC`), e.g. `Asia/Kolkata`.
+    #[param(example = "Asia/Kolkata")]
     pub tz: Option<String>,
     /// Length of top lists and timeline pages: 1 to 100, default 10 (not `/events`).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// Timeline page to continue from (`/user/{id}`), as returned in `next_cursor`.
     pub cursor: Option<String>,
     /// Only this event type (`/events` only).
+    #[param(max_length = 64, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
     pub event_type: Option<String>,
     /// Only this community, which the caller must be allowed to read
     /// (`/overview`, `/user/{id}` and `/events`).
+    #[param(value_type = Option<uuid::Uuid>, format = Uuid)]
     pub community_id: Option<String>,
 }
 
@@ -98,7 +107,9 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A time series' buckets (the OpenAPI document's values of `interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Interval {
     Hour,
     Day,

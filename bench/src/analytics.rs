@@ -145,9 +145,9 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let token = Keys::new(secret).mint(&Claims {
         sub: "bench".into(),
-        exp: (Utc::now().timestamp() + 7200) as u64,
+        exp: (Utc::now().timestamp() + 7200) as f64,
         role: Role::Admin,
-        communities: vec![],
+        communities: None,
         nbf: None,
     })?;
     let communities: Vec<Uuid> = client

@@ -88,9 +88,9 @@ async fn bench(args: &Args, run: &str, topic: &str, db: &str) -> anyhow::Result<
     tokio::spawn(app.run_until_stopped(stop_api.clone()));
     let token = Keys::new(secret).mint(&Claims {
         sub: "bench".into(),
-        exp: (Utc::now().timestamp() + 3600) as u64,
+        exp: (Utc::now().timestamp() + 3600) as f64,
         role: Role::Admin,
-        communities: vec![],
+        communities: None,
         nbf: None,
     })?;
     let probe = Probe {

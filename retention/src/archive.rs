@@ -25,7 +25,7 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 
 use crate::codec::{self, ArchivedRow};
-use crate::objects::{month_dir, Archive, Manifest, Part};
+use crate::objects::{month_dir, Archive, Manifest, Part, TABLE_DIR};
 use crate::partitions::{self, month_end, month_of, quoted};
 use crate::RetentionError;
 
@@ -216,7 +216,11 @@ async fn write_and_drop(
             "{table} has {count} rows but its archive {rows}: not dropped"
         )));
     }
-    let archive_id = dir.strip_prefix("activities/").unwrap_or(&dir).to_owned();
+    let archive_id = dir
+        .strip_prefix(TABLE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(&dir)
+        .to_owned();
     let manifest_key = archive.key(&manifest_path);
     let parts = manifest.parts.len();
     drop_recorded(

@@ -97,15 +97,7 @@ pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, 
         let client = pool.get().await?;
         let policy = &settings.retention;
         let tier_changes = partitions::apply_tiers(&**client, now, policy).await?;
-        let held: Vec<DateTime<Utc>> = client
-            .query(
-                include_str!("../../sql/queries/retention/held_months.sql"),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let held = held_months(&**client).await?;
         drop(client);
         let cold_before = partitions::cold_before(now, policy);
         let archived = archive_before(pool, &archive, policy, cold_before, &held).await?;
@@ -121,14 +113,55 @@ pub async fn run(settings: &Settings, now: DateTime<Utc>) -> Result<RunSummary, 
     .await
 }
 
+/// Months a restore holds back from archiving (`retention_holds`).
+async fn held_months(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<DateTime<Utc>>, RetentionError> {
+    Ok(client
+        .query(
+            include_str!("../../sql/queries/retention/held_months.sql"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
 /// `activity archive --before`: every partition wholly before `before`,
-/// whatever its tier or hold.
+/// whatever its tier, except months a restore holds back (unless
+/// `include_held`). Never the month being written or one to come: `before`
+/// may be at most the start of the current month (UTC).
 pub async fn archive(
     settings: &Settings,
     before: DateTime<Utc>,
+    include_held: bool,
 ) -> Result<Vec<Archived>, RetentionError> {
+    let this_month = activity_consumer::store::month_start(Utc::now());
+    if before > this_month {
+        return Err(RetentionError::Config(format!(
+            "--before {} would archive the month being written ({}) or months to come; \
+             the latest --before is {}",
+            before.to_rfc3339(),
+            this_month.format("%Y-%m"),
+            this_month.format("%Y-%m-%d")
+        )));
+    }
     locked(settings, |store, archive| async move {
-        archive_before(store.pool(), &archive, &settings.retention, before, &[]).await
+        let held = if include_held {
+            Vec::new()
+        } else {
+            let client = store.pool().get().await?;
+            held_months(&**client).await?
+        };
+        for month in held.iter().filter(|month| **month < before) {
+            tracing::warn!(
+                month = %month.format("%Y-%m"),
+                "not archived: a restore holds it back (retention.restore_hold_days); \
+                 --include-held archives it anyway"
+            );
+        }
+        archive_before(store.pool(), &archive, &settings.retention, before, &held).await
     })
     .await
 }

@@ -186,5 +186,15 @@ impl Archive {
 
 /// `activities/month=YYYY-MM`.
 pub fn month_dir(month: DateTime<Utc>) -> String {
-    format!("activities/month={}", month.format("%Y-%m"))
+    format!("{TABLE_DIR}/month={}", month.format("%Y-%m"))
+}
+
+/// The top directory of the layout, and what an archive id
+/// (`month=YYYY-MM/ids-FIRST-LAST`, as `activity_archives` records it) is
+/// relative to.
+pub const TABLE_DIR: &str = "activities";
+
+/// The manifest of the archive `archive_id`, relative to the prefix.
+pub fn manifest_path(archive_id: &str) -> String {
+    format!("{TABLE_DIR}/{archive_id}/manifest.json")
 }

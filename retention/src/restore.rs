@@ -17,7 +17,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::codec;
-use crate::objects::Archive;
+use crate::objects::{manifest_path, Archive};
 use crate::partitions::month_end;
 use crate::RetentionError;
 
@@ -74,11 +74,39 @@ async fn restore_month(
     to: DateTime<Utc>,
 ) -> Result<(Option<u64>, u64), RetentionError> {
     let manifests = archive.manifests_of_month(month).await?;
+    let mut client = pool.get().await?;
+    // Every archive the database recorded for the month must be there: a
+    // month restored without one of them would look whole (and let a
+    // rollup rebuild count it as empty). Manifests the database does not
+    // know (a restore into a new database) are read as well.
+    let recorded: Vec<String> = client
+        .query(
+            "SELECT archive_id FROM activity_archives
+             WHERE month = $1 AND manifest IS NOT NULL AND rows > 0 ORDER BY archive_id",
+            &[&month],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let missing: Vec<String> = recorded
+        .iter()
+        .map(|id| manifest_path(id))
+        .filter(|path| !manifests.contains(path))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RetentionError::Verify(format!(
+            "{}: the database records archives whose manifests are not in {}: {}; \
+             nothing of the month was restored (is ARCHIVE_URL the one they were written to?)",
+            month.format("%Y-%m"),
+            archive.url(),
+            missing.join(", ")
+        )));
+    }
     if manifests.is_empty() {
         return Ok((None, 0));
     }
     let next = month_end(month);
-    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.batch_execute(
         "CREATE TEMPORARY TABLE restore_rows (

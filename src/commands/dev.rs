@@ -124,9 +124,9 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
 async fn print_overview(address: std::net::SocketAddr, secret: &[u8]) -> anyhow::Result<()> {
     let token = Keys::new(secret).mint(&Claims {
         sub: "dev".into(),
-        exp: (chrono::Utc::now().timestamp() + 300) as u64,
+        exp: (chrono::Utc::now().timestamp() + 300) as f64,
         role: Role::Admin,
-        communities: vec![],
+        communities: None,
         nbf: None,
     })?;
     let url = format!("http://{address}/api/v1/analytics/overview?interval=week&limit=5");

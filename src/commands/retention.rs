@@ -20,9 +20,12 @@ pub(crate) enum Command {
 #[derive(clap::Args)]
 pub(crate) struct ArchiveArgs {
     /// Archive and drop every partition wholly before this date
-    /// (YYYY-MM-DD or RFC 3339).
+    /// (YYYY-MM-DD or RFC 3339); at most the start of the current month.
     #[arg(long, value_parser = super::parse_date)]
     before: DateTime<Utc>,
+    /// Also archive months a restore holds back (`retention.restore_hold_days`).
+    #[arg(long)]
+    include_held: bool,
 }
 
 #[derive(clap::Args)]
@@ -54,7 +57,7 @@ pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<
 }
 
 pub(crate) async fn archive(settings: Settings, args: ArchiveArgs) -> anyhow::Result<()> {
-    let archived = activity_retention::archive(&settings, args.before).await?;
+    let archived = activity_retention::archive(&settings, args.before, args.include_held).await?;
     println!("{}", serde_json::to_string_pretty(&archived)?);
     Ok(())
 }

@@ -48,13 +48,14 @@ pub(crate) fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     }
     let exp = (SystemTime::now() + Duration::from_secs(args.ttl))
         .duration_since(UNIX_EPOCH)?
-        .as_secs();
+        .as_secs_f64()
+        .floor();
     let keys = Keys::new(&args.auth.secret(&settings)?);
     let token = keys.mint(&Claims {
         sub: args.sub,
         exp,
         role,
-        communities: args.communities,
+        communities: matches!(role, Role::CommunityAdmin).then_some(args.communities),
         nbf: None,
     })?;
     println!("{token}");

@@ -169,9 +169,9 @@ fn admin_token() -> String {
     Keys::new(SECRET)
         .mint(&Claims {
             sub: "admin".into(),
-            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+            exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as f64,
             role: Role::Admin,
-            communities: vec![],
+            communities: None,
             nbf: None,
         })
         .expect("mint")
@@ -197,9 +197,9 @@ impl World {
         self.keys
             .mint(&Claims {
                 sub: sub.into(),
-                exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+                exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as f64,
                 role,
-                communities: communities.to_vec(),
+                communities: (role == Role::CommunityAdmin).then(|| communities.to_vec()),
                 nbf: None,
             })
             .expect("mint")
@@ -1256,17 +1256,17 @@ async fn no_token_crosses_its_tenant() {
         .keys
         .mint(&Claims {
             sub: "admin".into(),
-            exp: (Utc::now() - TimeDelta::minutes(5)).timestamp() as u64,
+            exp: (Utc::now() - TimeDelta::minutes(5)).timestamp() as f64,
             role: Role::Admin,
-            communities: vec![],
+            communities: None,
             nbf: None,
         })
         .expect("mint");
     let wrong_key = Keys::new(b"another-secret-another-secret-xx").mint(&Claims {
         sub: "admin".into(),
-        exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as u64,
+        exp: (Utc::now() + TimeDelta::hours(1)).timestamp() as f64,
         role: Role::Admin,
-        communities: vec![],
+        communities: None,
         nbf: None,
     });
     let admin = w.admin();
@@ -1333,6 +1333,25 @@ async fn no_token_crosses_its_tenant() {
         r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
         json!({"sub": "admin", "role": "admin", "exp": exp}),
     );
+    // A community_admin token without its communities claim, and a
+    // fractional `exp` a moment ago (rounded, it could pass).
+    let no_communities = signed(
+        hs256,
+        json!({"sub": "ca", "role": "community_admin", "exp": exp}),
+    );
+    let just_expired = signed(
+        hs256,
+        json!({"sub": "admin", "role": "admin", "exp": Utc::now().timestamp() as f64 - 0.4}),
+    );
+    // A fractional `exp` in the future is a NumericDate (`time.time() + 600`).
+    let fractional = signed(
+        hs256,
+        json!({"sub": "admin", "role": "admin", "exp": exp as f64 + 0.25}),
+    );
+    let (status, body) = w
+        .get(&fractional, &format!("/api/v1/analytics/overview?{q}"))
+        .await;
+    assert_eq!(status, 200, "a fractional exp: {body}");
     // The same forms, valid: a past fractional `nbf` is a NumericDate too.
     let past = signed(
         hs256,
@@ -1343,6 +1362,8 @@ async fn no_token_crosses_its_tenant() {
         .await;
     assert_eq!(status, 200, "a past fractional nbf: {body}");
     for token in early.into_iter().chain([
+        no_communities,
+        just_expired,
         critical,
         reserved,
         not_yet,
@@ -1684,6 +1705,27 @@ async fn bad_parameters_get_400_never_500() {
         let mut takes = takes.to_vec();
         takes.sort_unstable();
         assert_eq!(names, takes, "{path}");
+        // And what a valid value is, so that a client generated from the
+        // document (or a schema-driven fuzzer) sends valid requests.
+        for parameter in operation["parameters"].as_array().expect("parameters") {
+            let schema = &parameter["schema"];
+            let name = parameter["name"].as_str().unwrap_or_default();
+            match name {
+                "from" | "to" => assert_eq!(schema["format"], "date-time", "{path} {name}"),
+                "community_id" | "id" => assert_eq!(schema["format"], "uuid", "{path} {name}"),
+                "limit" => {
+                    assert_eq!(schema["minimum"], 1, "{path} {name}");
+                    assert_eq!(schema["maximum"], 100, "{path} {name}");
+                }
+                "interval" => assert_eq!(
+                    schema["enum"],
+                    json!(["hour", "day", "week", "month"]),
+                    "{path} {name}: {schema}"
+                ),
+                "event_type" => assert_eq!(schema["maxLength"], 64, "{path} {name}"),
+                _ => {}
+            }
+        }
     }
     // /metrics counts the requests by route template and status (never by
     // the ids in the path), with a latency histogram. Other tests of this

@@ -286,6 +286,18 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
     // Archiving again finds nothing more to do.
     let again = life.json(&["archive", "--before", "2021-03-01"]).await;
     assert_eq!(again.as_array().map(Vec::len), Some(0), "{again}");
+    // Never the month being written, nor one to come.
+    let next_month = activity_consumer::store::month_start(Utc::now())
+        .checked_add_months(Months::new(1))
+        .expect("next month");
+    let too_late = life
+        .run(&["archive", "--before", &next_month.format("%Y-%m-%d").to_string()])
+        .await;
+    assert!(!too_late.status.success());
+    let stderr = String::from_utf8_lossy(&too_late.stderr);
+    assert!(stderr.contains("month being written"), "{stderr}");
+    assert!(life.exists("activities_p2021_03").await);
+    assert_eq!(snapshot(&life.db, mar, month(2021, 4)).await, kept);
 
     // A late event for an archived month is stored (its partition comes
     // back) and counted; the next archive takes it in an archive of its own.
@@ -295,6 +307,26 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
     assert_eq!(rolled_up(&life.db).await, rollups + 3);
     let second = life.json(&["archive", "--before", "2021-03-01"]).await;
     assert_eq!(second[0]["rows"], 3, "{second}");
+
+    // A month one of whose recorded archives is missing is not restored
+    // (it would look whole, and a rebuild would count it short).
+    let late_manifest = life
+        .dir
+        .join("archive")
+        .join(second[0]["manifest"].as_str().expect("a manifest key"));
+    let hidden = late_manifest.with_extension("hidden");
+    std::fs::rename(&late_manifest, &hidden).expect("hide a manifest");
+    let incomplete = life
+        .run(&["restore", "--from", "2021-02-01", "--to", "2021-03-01"])
+        .await;
+    assert!(!incomplete.status.success());
+    let stderr = String::from_utf8_lossy(&incomplete.stderr);
+    assert!(
+        stderr.contains("2021-02") && stderr.contains("manifest"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&life.db, feb, mar).await.len(), 0);
+    std::fs::rename(&hidden, &late_manifest).expect("put it back");
 
     // Restore: every row back, field by field, ids and microseconds included.
     let restored = life
@@ -346,6 +378,17 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
 
     // Another tool reads the files with the right column types.
     pyarrow_reads(&files, 3000).await;
+
+    // Restored months are held back from archiving, unless asked.
+    let held = life.json(&["archive", "--before", "2021-03-01"]).await;
+    assert_eq!(held.as_array().map(Vec::len), Some(0), "{held}");
+    assert!(life.exists("activities_p2021_01").await);
+    let forced = life
+        .json(&["archive", "--before", "2021-03-01", "--include-held"])
+        .await;
+    assert_eq!(forced.as_array().map(Vec::len), Some(2), "{forced}");
+    assert!(!life.exists("activities_p2021_01").await);
+    assert_eq!(rolled_up(&life.db).await, rollups + 3);
 }
 
 /// pyarrow (PyPI) opens every part: the schema's types, and `rows` rows in
@@ -411,6 +454,25 @@ async fn a_crash_in_the_middle_of_archiving_loses_nothing_and_doubles_nothing() 
         let _ = child.wait().await;
         if life.exists("activities_archiving_p2020_05").await {
             killed_mid_write += 1;
+            // Its rows are out of `activities` but not archived yet: a
+            // rebuild must not take the month for empty.
+            let rebuild = life
+                .run(&[
+                    "rollups",
+                    "rebuild",
+                    "--from",
+                    "2020-05-10T00:00:00Z",
+                    "--to",
+                    "2020-05-11T00:00:00Z",
+                ])
+                .await;
+            assert!(!rebuild.status.success());
+            let stderr = String::from_utf8_lossy(&rebuild.stderr);
+            assert!(
+                stderr.contains("2020-05") && stderr.contains("did not finish"),
+                "{stderr}"
+            );
+            assert_eq!(rolled_up(&life.db).await, 20_000);
         }
         let (in_database, archived) = accounted(&life, may).await;
         assert_eq!(

@@ -215,32 +215,51 @@ fn week_of(at: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
     Ok(day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday())))
 }
 
-/// Refuses a range whose raw rows are archived: their rollups outlive them.
+/// Refuses a range whose raw rows are archived, or detached by an archive
+/// run that has not finished: their rollups outlive them.
 async fn refuse_archived(
     client: &impl tokio_postgres::GenericClient,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let archived: Vec<DateTime<Utc>> = client
+    let rows = client
         .query(
             include_str!("../../../sql/queries/retention/archived_months.sql"),
             &[&from, &to],
         )
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-    if archived.is_empty() {
+        .await?;
+    let mut archived = Vec::new();
+    let mut archiving = Vec::new();
+    for row in &rows {
+        let month: DateTime<Utc> = row.try_get(0)?;
+        let month = month.format("%Y-%m").to_string();
+        if row.try_get(1)? {
+            archiving.push(month);
+        } else {
+            archived.push(month);
+        }
+    }
+    let mut reasons = Vec::new();
+    if !archived.is_empty() {
+        reasons.push(format!(
+            "the raw rows of {} are archived: run `activity restore` for those months first",
+            archived.join(", ")
+        ));
+    }
+    if !archiving.is_empty() {
+        reasons.push(format!(
+            "the raw rows of {} are detached by an archive run that did not finish \
+             (activities_archiving_* tables): finish it with `activity retention run` \
+             or `activity archive`",
+            archiving.join(", ")
+        ));
+    }
+    if reasons.is_empty() {
         return Ok(());
     }
-    let months: Vec<String> = archived
-        .iter()
-        .map(|m| m.format("%Y-%m").to_string())
-        .collect();
     Err(StoreError::Refused(format!(
-        "the raw rows of {} are archived, so their rollups (which outlive them) \
-         cannot be recomputed: run `activity restore` for those months first",
-        months.join(", ")
+        "rollups outlive raw rows, so they cannot be recomputed where the rows are gone: {}",
+        reasons.join("; ")
     )))
 }
 
