@@ -114,16 +114,19 @@ impl Keys {
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         refuse_critical_extensions(token)?;
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `exp` and `nbf` are checked below, whatever number they are (see
+        // `Claims::exp`, `Claims::nbf`): `jsonwebtoken` reads a fractional
+        // `exp` as missing. `Claims` requires `exp` (a token without it
+        // fails to parse).
+        validation.set_required_spec_claims(&["sub"]);
+        validation.validate_exp = false;
         validation.leeway = 0;
-        // `nbf` is checked below, whatever number it is (see `Claims::nbf`).
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        // `jsonwebtoken` compares `exp` rounded to whole seconds.
         if !claims.exp.is_finite() || claims.exp <= now {
             return Err(ApiError::Unauthorized(
                 "invalid token: it has expired (exp)".into(),

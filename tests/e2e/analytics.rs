@@ -1339,6 +1339,7 @@ async fn no_token_crosses_its_tenant() {
         hs256,
         json!({"sub": "ca", "role": "community_admin", "exp": exp}),
     );
+    let no_exp = signed(hs256, json!({"sub": "admin", "role": "admin"}));
     let just_expired = signed(
         hs256,
         json!({"sub": "admin", "role": "admin", "exp": Utc::now().timestamp() as f64 - 0.4}),
@@ -1363,6 +1364,7 @@ async fn no_token_crosses_its_tenant() {
     assert_eq!(status, 200, "a past fractional nbf: {body}");
     for token in early.into_iter().chain([
         no_communities,
+        no_exp,
         just_expired,
         critical,
         reserved,
