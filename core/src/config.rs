@@ -218,11 +218,16 @@ impl Default for ProducerSettings {
     }
 }
 
+/// The most months `partitions.ahead` and `partitions ensure --ahead` take
+/// (ten years: a typo must not create a thousand tables).
+pub const MAX_PARTITIONS_AHEAD: u32 = 120;
+
 /// PostgreSQL partitions of `activities`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PartitionSettings {
-    /// Monthly partitions kept created ahead of the current month.
+    /// Monthly partitions kept created ahead of the current month (at
+    /// most [`MAX_PARTITIONS_AHEAD`]).
     pub ahead: u32,
 }
 
@@ -423,6 +428,11 @@ impl Settings {
                 "retention.archive_part_rows must be at least 1".into(),
             ));
         }
+        if self.partitions.ahead > MAX_PARTITIONS_AHEAD {
+            return Err(ConfigError::Invalid(format!(
+                "partitions.ahead must be at most {MAX_PARTITIONS_AHEAD} (months)"
+            )));
+        }
         Ok(())
     }
 }
@@ -499,6 +509,10 @@ mod tests {
         let mut settings = Settings::from_toml("x", "[consumer]\nbatch_size = 0\n").unwrap();
         assert!(settings.check().is_err());
         settings.consumer.batch_size = 1;
+        assert!(settings.check().is_ok());
+        settings.partitions.ahead = MAX_PARTITIONS_AHEAD + 1;
+        assert!(settings.check().is_err());
+        settings.partitions.ahead = MAX_PARTITIONS_AHEAD;
         assert!(settings.check().is_ok());
     }
 

@@ -10,8 +10,9 @@ pub(crate) enum Command {
     /// Create the partitions from last month to --ahead months after this one
     /// (the consumer also keeps them ahead, hourly).
     Ensure {
-        /// Months ahead of this one; default: partitions.ahead of the profile.
-        #[arg(long)]
+        /// Months ahead of this one, 0 to 120; default: partitions.ahead of
+        /// the profile.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(activity_core::config::MAX_PARTITIONS_AHEAD)))]
         ahead: Option<u32>,
     },
     /// Show each partition (range, tier, rows, size) and each archived month.
