@@ -360,6 +360,20 @@ pub async fn post_events(
     .await
 }
 
+/// Why a body could not be read: over the limit (413), or not a
+/// well-formed HTTP body (bad chunked encoding, the connection closed before
+/// the declared length: 400).
+fn unreadable_body(error: &axum::Error) -> CollectError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"));
+        }
+        cause = current.source();
+    }
+    CollectError::BadRequest(format!("the body could not be read: {error}"))
+}
+
 async fn ingest(
     collector: Arc<Collector>,
     peer: SocketAddr,
@@ -369,6 +383,16 @@ async fn ingest(
     let received_at = Utc::now();
     let key = authenticate(&collector, &headers)?;
     tracing::Span::current().record("key", tracing::field::display(key.id));
+    // A body declared too large is refused before a byte of it is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(CollectError::TooLarge(format!(
+            "the body is over {MAX_BODY_BYTES} bytes"
+        )));
+    }
     // A body trickled in a byte at a time would hold its connection (and a
     // file descriptor) for as long as the client likes: write keys are
     // public, in browsers. The headers have their own 10 s (core/src/http.rs).
@@ -381,9 +405,7 @@ async fn ingest(
                     BODY_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|_| {
-                CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"))
-            })?;
+            .map_err(|error| unreadable_body(&error))?;
     let body = decoded(&headers, body)?;
     let (events, sent_at) = parse_body(&body)?;
 

@@ -1015,3 +1015,75 @@ async fn a_body_that_does_not_arrive_gets_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"timeout\""), "{answer}");
 }
+
+/// A body that is not well-formed HTTP (bad chunked framing, a connection
+/// closed before the declared length) is the client's mistake, 400, not
+/// "too large"; a body declared over the limit is 413 before any of it is
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_400_and_oversized_declarations_413_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::spawn(&settings, &[]).await;
+    let address = collector.url.trim_start_matches("http://").to_owned();
+    let head = |framing: &str| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n\r\n"
+        )
+    };
+    let cases = [
+        (
+            "a chunk size that is not hex",
+            format!("{}zz\r\n{{}}\r\n0\r\n\r\n", head("Transfer-Encoding: chunked")),
+            true,
+            400,
+        ),
+        (
+            "chunk data longer than its size",
+            format!(
+                "{}5\r\n{{\"events\": []}}\r\n0\r\n\r\n",
+                head("Transfer-Encoding: chunked")
+            ),
+            true,
+            400,
+        ),
+        (
+            "fewer bytes than Content-Length, then the end of the stream",
+            format!("{}{{\"events\"", head("Content-Length: 100")),
+            true,
+            400,
+        ),
+        (
+            "a declared 10 GB body, none of it sent",
+            head("Content-Length: 10000000000"),
+            false,
+            413,
+        ),
+    ];
+    for (case, request, close_after, expected) in cases {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        if close_after {
+            stream.shutdown().await.expect("half-close");
+        }
+        let mut answer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{case}: no answer within 5 s"))
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{case}: {answer}"
+        );
+    }
+}
