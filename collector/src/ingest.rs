@@ -55,6 +55,20 @@ pub struct Collector {
     pub default_limits: Limits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// How long the broker may take to acknowledge a request's events.
+    pub delivery_timeout: std::time::Duration,
+    /// Why the topic cannot take events (it does not exist), as of the
+    /// latest probe (`crate::keep_topic_checked`).
+    pub topic_problem: std::sync::Mutex<Option<String>>,
+}
+
+impl Collector {
+    pub fn topic_problem(&self) -> Option<String> {
+        self.topic_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The 202 body.
@@ -467,14 +481,31 @@ async fn ingest(
         }
     }
     let accepted = deliveries.len();
-    for delivered in futures::future::join_all(deliveries).await {
-        if let Err(error) = delivered {
-            tracing::warn!(%error, "Kafka did not acknowledge an event");
-            refund(counted);
-            return Err(CollectError::Unavailable(format!(
-                "Kafka did not acknowledge the events ({error}); retry this request: events already stored are not stored twice"
-            )));
-        }
+    // librdkafka times messages out on a one-second tick: the answer comes
+    // at the configured timeout, not up to a second after it.
+    let delivered = tokio::time::timeout(
+        collector.delivery_timeout,
+        futures::future::try_join_all(deliveries),
+    )
+    .await;
+    let failure = match delivered {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!(
+            "no acknowledgement within {} ms",
+            collector.delivery_timeout.as_millis()
+        )),
+    };
+    if let Some(error) = failure {
+        let error = match collector.topic_problem() {
+            Some(problem) => format!("{problem}; {error}"),
+            None => error,
+        };
+        tracing::warn!(%error, "Kafka did not acknowledge an event");
+        refund(counted);
+        return Err(CollectError::Unavailable(format!(
+            "Kafka did not acknowledge the events ({error}); retry this request: events already stored are not stored twice"
+        )));
     }
     metrics::accepted(accepted);
     if let Some(first) = rejected.first() {

@@ -79,6 +79,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     pool: Pool,
+    topic_probe: activity_core::kafka::TopicProbe,
 }
 
 impl Application {
@@ -98,7 +99,12 @@ impl Application {
             spam: SpamFilter::new(config.spam_threshold, config.spam_window),
             default_limits: config.default_limits,
             trusted_proxies: config.trusted_proxies.clone(),
+            delivery_timeout: config.delivery_timeout,
+            topic_problem: std::sync::Mutex::new(None),
         };
+        let topic_probe =
+            activity_core::kafka::TopicProbe::new(&settings.kafka.brokers, &settings.kafka.topic)
+                .map_err(|e| BuildError::Producer(e.into()))?;
         Ok(Self {
             listener,
             state: AppState {
@@ -108,6 +114,7 @@ impl Application {
             },
             pool: activity_core::database::pool(&config.database_url, 2)
                 .map_err(BuildError::Database)?,
+            topic_probe,
         })
     }
 
@@ -126,6 +133,11 @@ impl Application {
                 .clone()
                 .keep_fresh(self.pool.clone(), shutdown.clone()),
         );
+        let topic = tokio::spawn(keep_topic_checked(
+            self.state.collector.clone(),
+            self.topic_probe,
+            shutdown.clone(),
+        ));
         let state = self.state.clone();
         let router = Router::new()
             .route("/v1/events", post(ingest::post_events))
@@ -149,6 +161,7 @@ impl Application {
         })
         .await;
         let _ = keys.await;
+        let _ = topic.await;
         if let Err(error) = self
             .state
             .collector
@@ -162,6 +175,44 @@ impl Application {
     }
 }
 
+/// How often the collector asks the brokers whether its topic exists.
+const TOPIC_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Keeps [`Collector::topic_problem`] current: at start, then every
+/// [`TOPIC_PROBE_INTERVAL`].
+async fn keep_topic_checked(
+    collector: Arc<Collector>,
+    probe: activity_core::kafka::TopicProbe,
+    shutdown: CancellationToken,
+) {
+    let probe = Arc::new(probe);
+    loop {
+        let asked = probe.clone();
+        let problem =
+            tokio::task::spawn_blocking(move || asked.missing(Duration::from_secs(5)))
+                .await
+                .ok()
+                .flatten();
+        {
+            let mut current = collector
+                .topic_problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *current != problem {
+                match &problem {
+                    Some(problem) => tracing::error!("kafka: {problem}"),
+                    None => tracing::info!("kafka: the topic exists"),
+                }
+                *current = problem;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TOPIC_PROBE_INTERVAL) => {}
+        }
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut reasons = Vec::new();
     if state.draining.is_cancelled() {
@@ -170,8 +221,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     if !state.collector.keys.loaded() {
         reasons.push("write keys not loaded: the database has not answered".to_owned());
     }
-    // Every request would get 503: out of rotation until a broker is up.
+    // Every request would get 503: out of rotation until a broker is up
+    // and the topic exists.
     if let Some(problem) = state.collector.tracker.unreachable() {
+        reasons.push(format!("kafka: {problem}"));
+    }
+    if let Some(problem) = state.collector.topic_problem() {
         reasons.push(format!("kafka: {problem}"));
     }
     let local = state.collector.limiter.degraded();

@@ -59,6 +59,47 @@ pub fn no_broker_up(statistics: &rdkafka::Statistics) -> Option<String> {
     Some(format!("no broker reachable ({})", names.join(", ")))
 }
 
+/// Asks the brokers whether a topic exists, with a client that never
+/// creates one by asking (a consumer's metadata requests do not, whatever
+/// the broker's `auto.create.topics.enable`). For a producer's `/readyz`:
+/// every event sent to a missing topic would wait out its delivery timeout.
+pub struct TopicProbe {
+    client: rdkafka::consumer::BaseConsumer<QuietContext>,
+    topic: String,
+}
+
+impl TopicProbe {
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            client: client_config(brokers)
+                .set("allow.auto.create.topics", "false")
+                .create_with_context(QuietContext::default())?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// `Some(why)` when the topic does not exist; `None` when it does or
+    /// when no broker answered within `timeout` (that is reported by the
+    /// client's own statistics, see [`no_broker_up`]). Blocks.
+    pub fn missing(&self, timeout: Duration) -> Option<String> {
+        use rdkafka::consumer::Consumer as _;
+        let metadata = self
+            .client
+            .fetch_metadata(Some(&self.topic), timeout)
+            .ok()?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty());
+        (!exists).then(|| {
+            format!(
+                "topic {} does not exist (`activity migrate` creates it)",
+                self.topic
+            )
+        })
+    }
+}
+
 /// Creates the events topic and its dead-letter topic if they are missing.
 pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(&settings.brokers).create()?;
@@ -141,7 +182,7 @@ impl ErrorLog {
 }
 
 /// A client context whose only work is [`ErrorLog`]: for the clients that
-/// need no other (the dead-letter producer, admin clients).
+/// need no other (the dead-letter producer, admin clients, [`TopicProbe`]).
 #[derive(Default)]
 pub struct QuietContext {
     errors: ErrorLog,
@@ -152,3 +193,6 @@ impl rdkafka::ClientContext for QuietContext {
         self.errors.log(&error, reason);
     }
 }
+
+/// [`TopicProbe`] only asks for metadata: it never joins a group.
+impl rdkafka::consumer::ConsumerContext for QuietContext {}

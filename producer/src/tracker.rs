@@ -18,9 +18,15 @@
 //! - [`Tracker::send_event`] is the acknowledged variant (the HTTP collector
 //!   answers only once the broker has its events): it enqueues the same way,
 //!   then resolves when the broker acknowledged the event or it failed.
+//! - An idempotent producer that hits a fatal error (librdkafka's
+//!   `rd_kafka_fatal_error`), or whose identity the broker refuses (fenced,
+//!   unknown producer id, out-of-order sequence: seen after its messages
+//!   timed out), fails every later message. The tracker then replaces it
+//!   with a new one on the next event (its events in flight fail and are
+//!   counted as failed), and counts `producer_restarts_total`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use activity_core::avro::{AvroCodec, EncodeError, SchemaError};
@@ -31,7 +37,7 @@ use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,9 @@ struct Counters {
 /// Receives delivery reports on librdkafka's background thread.
 struct DeliveryContext {
     counters: Arc<Counters>,
+    /// The broker refused this producer's identity (fenced it, or lost its
+    /// sequence): every later message would fail the same way.
+    fenced: std::sync::atomic::AtomicBool,
     /// Why no broker can be reached, as of the latest statistics.
     unreachable: Mutex<Option<String>>,
     errors: activity_core::kafka::ErrorLog,
@@ -123,6 +132,17 @@ impl ProducerContext for DeliveryContext {
                 metrics::counter!("producer_events_delivered_total").increment(1);
             }
             Err((error, message)) => {
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::UnknownProducerId
+                            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    )
+                ) {
+                    self.fenced.store(true, Ordering::Relaxed);
+                }
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("producer_delivery_failures_total").increment(1);
                 let key = message
@@ -138,7 +158,9 @@ impl ProducerContext for DeliveryContext {
 /// Publishes activity events to Kafka. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Tracker {
-    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    /// The current producer; replaced after a fatal error ([`Tracker::producer`]).
+    producer: Arc<RwLock<Arc<ThreadedProducer<DeliveryContext>>>>,
+    config: Arc<ClientConfig>,
     codec: Arc<AvroCodec>,
     counters: Arc<Counters>,
     topic: Arc<str>,
@@ -149,7 +171,8 @@ impl Tracker {
     /// Builds a tracker for the configured brokers and topic.
     pub fn new(settings: &Settings) -> Result<Self, TrackError> {
         let counters = Arc::new(Counters::default());
-        let producer = client_config(&settings.kafka.brokers)
+        let mut config = client_config(&settings.kafka.brokers);
+        config
             .set("enable.idempotence", "true")
             // Queue depth for /metrics (DeliveryContext::stats).
             .set("statistics.interval.ms", "10000")
@@ -167,14 +190,12 @@ impl Tracker {
             .set(
                 "batch.num.messages",
                 settings.producer.batch_messages.max(1).to_string(),
-            )
-            .create_with_context(DeliveryContext {
-                counters: counters.clone(),
-                unreachable: Mutex::new(None),
-                errors: activity_core::kafka::ErrorLog::default(),
-            })?;
+            );
+        let producer = create_producer(&config, &counters)?;
+        metrics::counter!("producer_restarts_total").increment(0);
         Ok(Self {
-            producer: Arc::new(producer),
+            producer: Arc::new(RwLock::new(Arc::new(producer))),
+            config: Arc::new(config),
             codec: Arc::new(AvroCodec::new()?),
             counters,
             topic: settings.kafka.topic.as_str().into(),
@@ -182,10 +203,46 @@ impl Tracker {
         })
     }
 
+    /// The producer to send with: the current one, or a new one in its
+    /// place when it has hit a fatal error.
+    fn producer(&self) -> Result<Arc<ThreadedProducer<DeliveryContext>>, TrackError> {
+        let current = self
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let problem = current.client().fatal_error().or_else(|| {
+            current
+                .context()
+                .fenced
+                .load(Ordering::Relaxed)
+                .then(|| (RDKafkaErrorCode::ProducerFenced, "the broker fenced the producer".to_owned()))
+        });
+        let Some((code, reason)) = problem else {
+            return Ok(current);
+        };
+        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&slot, &current) {
+            // Another caller replaced it already.
+            return Ok(slot.clone());
+        }
+        tracing::error!(?code, %reason, "the Kafka producer can send no more: replacing it with a new one");
+        let fresh = Arc::new(create_producer(&self.config, &self.counters)?);
+        let failed = std::mem::replace(&mut *slot, fresh.clone());
+        drop(slot);
+        metrics::counter!("producer_restarts_total").increment(1);
+        // Dropping it purges its queue (each event's delivery report says it
+        // failed) and may wait for librdkafka: not on the caller's thread.
+        std::thread::spawn(move || drop(failed));
+        Ok(fresh)
+    }
+
     /// Why no broker can be reached (none is up), as of librdkafka's latest
     /// statistics (every 10 s); `None` while one is.
     pub fn unreachable(&self) -> Option<String> {
         self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .context()
             .unreachable
             .lock()
@@ -243,7 +300,7 @@ impl Tracker {
         if let Some(key) = &key {
             record = record.key(key.as_str());
         }
-        match self.producer.send(record) {
+        match self.producer()?.send(record) {
             Ok(()) => {
                 self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
                 Ok(event.event_id())
@@ -260,14 +317,18 @@ impl Tracker {
     /// Waits until every enqueued event is delivered or failed (on a
     /// blocking thread: librdkafka's flush blocks).
     pub async fn flush(&self, timeout: Duration) -> Result<DeliveryStats, TrackError> {
-        let producer = self.producer.clone();
+        let producer = self
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .unwrap_or(Err(KafkaError::Canceled));
         match flushed {
             Ok(()) => Ok(self.stats()),
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
-                Err(TrackError::FlushTimeout(self.producer.in_flight_count()))
+                Err(TrackError::FlushTimeout(self.queued()))
             }
             Err(error) => Err(error.into()),
         }
@@ -275,7 +336,10 @@ impl Tracker {
 
     /// Events waiting for the broker right now.
     pub fn queued(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight_count()
     }
 
     pub fn stats(&self) -> DeliveryStats {
@@ -285,4 +349,17 @@ impl Tracker {
             failed: self.counters.failed.load(Ordering::Relaxed),
         }
     }
+}
+
+/// One idempotent producer of `config`, counting into `counters`.
+fn create_producer(
+    config: &ClientConfig,
+    counters: &Arc<Counters>,
+) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
+    config.create_with_context(DeliveryContext {
+        counters: counters.clone(),
+        fenced: std::sync::atomic::AtomicBool::new(false),
+        unreachable: Mutex::new(None),
+        errors: activity_core::kafka::ErrorLog::default(),
+    })
 }

@@ -60,7 +60,28 @@ struct Collector {
 }
 
 impl Collector {
+    /// Started and ready (`/readyz` 200).
     async fn spawn(settings: &Settings, env: &[(&str, &str)]) -> Self {
+        let collector = Self::start(settings, env);
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("{}/readyz", collector.url))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "collector ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        collector
+    }
+
+    /// Started; ready or not.
+    fn start(settings: &Settings, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -84,20 +105,6 @@ impl Collector {
         }
         let child = command.spawn().expect("spawn activity collect");
         let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            let ready = reqwest::get(format!("{url}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "collector ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         Self { child, url }
     }
 
@@ -741,6 +748,82 @@ async fn a_collector_that_reaches_no_broker_is_not_ready() {
     };
     assert_eq!(body["ready"], false);
     assert!(body["reasons"].to_string().contains(&nowhere), "{body}");
+}
+
+/// A topic that does not exist (a typo, a skipped `activity migrate`)
+/// would make every request wait out the delivery timeout: `/readyz` says
+/// so, a request's 503 names it, and both recover once the topic exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_whose_topic_does_not_exist_is_not_ready_until_it_does() {
+    let db = TestDb::new().await;
+    let mut settings = settings(&db, &TestTopic::new(1).await);
+    let missing = unique("t-missing");
+    settings.kafka.topic = missing.clone();
+    let key = create_key(&db, &["--all-communities"]);
+    let collector = Collector::start(&settings, &[("COLLECT_DELIVERY_TIMEOUT_MS", "2000")]);
+    let readyz = || async {
+        let response = reqwest::get(format!("{}/readyz", collector.url)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json::<Value>().await.ok()?))
+    };
+    let started = Instant::now();
+    loop {
+        if let Some((status, body)) = readyz().await {
+            if status == 503 && body["reasons"].to_string().contains("does not exist") {
+                assert!(body["reasons"].to_string().contains(&missing), "{body}");
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never said so");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body, _) = collector
+        .post(
+            Some(&key),
+            json!({"events": [login(Uuid::new_v4(), Uuid::new_v4())]}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"].to_string().contains("does not exist"),
+        "{body}"
+    );
+
+    activity_core::kafka::ensure_topics(&settings.kafka)
+        .await
+        .expect("create the topic");
+    let _cleanup = TestTopic {
+        name: missing,
+        brokers: settings.kafka.brokers.clone(),
+    };
+    let started = Instant::now();
+    loop {
+        if readyz().await.is_some_and(|(status, _)| status == 200) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Events that timed out leave the idempotent producer's sequence
+    // behind: the broker may fence it, a fatal error for librdkafka. The
+    // tracker then replaces it, so at most the first request fails.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (status, body, _) = collector
+            .post(
+                Some(&key),
+                json!({"events": [login(Uuid::new_v4(), Uuid::new_v4())]}).to_string(),
+            )
+            .await;
+        answers.push((status, body));
+        if status == 202 {
+            break;
+        }
+    }
+    assert!(
+        answers.len() <= 2 && answers.last().is_some_and(|(status, _)| *status == 202),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
