@@ -142,13 +142,8 @@ async fn store_isolating(
                 }
                 Err(error) => {
                     health.database_failed(&error);
-                    let kind = match &error {
-                        StoreError::Unavailable(_) => "unavailable",
-                        StoreError::Schema(_) => "schema",
-                        StoreError::Config(_) => "config",
-                        StoreError::Refused(_) | StoreError::Rejected(_) => "refused",
-                    };
-                    metrics::counter!("consumer_store_errors_total", "kind" => kind).increment(1);
+                    metrics::counter!("consumer_store_errors_total", "kind" => error.kind())
+                        .increment(1);
                     if matches!(
                         error,
                         StoreError::Schema(_) | StoreError::Config(_) | StoreError::Refused(_)

@@ -93,6 +93,9 @@ impl Totals {
         ] {
             metrics::counter!(name).increment(0);
         }
+        for kind in crate::store::StoreError::KINDS {
+            metrics::counter!("consumer_store_errors_total", "kind" => kind).increment(0);
+        }
     }
 
     fn add(&mut self, flushed: &Flushed) {

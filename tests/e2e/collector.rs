@@ -1012,6 +1012,14 @@ async fn every_process_counts_a_real_run_on_its_metrics() {
         "{consumer_metrics}"
     );
     assert!(lags.iter().all(|l| l.ends_with(" 0")), "{lags:?}");
+    // Error counters are there from the start, at 0, for rate() and alerts.
+    for kind in ["unavailable", "schema", "config", "refused"] {
+        let series = format!("consumer_store_errors_total{{kind=\"{kind}\"}} 0");
+        assert!(
+            consumer_metrics.lines().any(|line| line == series),
+            "{series} missing: {consumer_metrics}"
+        );
+    }
 
     // The API: a real request, then its counters.
     let token = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))

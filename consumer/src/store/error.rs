@@ -30,6 +30,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Every value of [`StoreError::kind`], for `/metrics` to show each
+    /// counter at 0 from the start.
+    pub const KINDS: [&'static str; 4] = ["unavailable", "schema", "config", "refused"];
+
+    /// The `kind` label of `consumer_store_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Schema(_) => "schema",
+            Self::Config(_) => "config",
+            Self::Refused(_) | Self::Rejected(_) => "refused",
+        }
+    }
+
     pub(crate) fn config(error: impl std::fmt::Display) -> Self {
         Self::Config(error.to_string())
     }
