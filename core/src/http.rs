@@ -30,8 +30,17 @@ use tower::ServiceExt;
 /// How long a connection may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long, after the shutdown signal, the requests in flight have to
+/// finish; connections still open then are closed. A client trickling a
+/// body would otherwise hold the process for the collector's 30 s body
+/// timeout, past Kubernetes' grace period (30 s, with a 5 s preStop and up
+/// to 10 s of producer flush after this). A request waiting for Kafka's
+/// acknowledgement takes at most the delivery timeout (5 s by default).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops
-/// accepting and waits for the requests in flight. Handlers can extract
+/// accepting and waits for the requests in flight, at most
+/// [`DRAIN_TIMEOUT`]. Handlers can extract
 /// `ConnectInfo<SocketAddr>` (the peer's address).
 pub async fn serve(
     listener: TcpListener,
@@ -76,6 +85,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = DRAIN_TIMEOUT.as_secs(),
+            "requests still in flight when the drain time ran out: their connections are closed"
+        );
+    }
     Ok(())
 }

@@ -927,6 +927,39 @@ async fn sigterm_answers_the_requests_in_flight_then_stops() {
     );
 }
 
+/// A client trickling its body cannot hold a stopping collector past the
+/// drain time (`activity_core::http::DRAIN_TIMEOUT`, 10 s): without it the
+/// 30 s body timeout outlasted Kubernetes' grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_hold_a_stopping_collector() {
+    use tokio::io::AsyncWriteExt as _;
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let settings = settings(&db, &topic);
+    let key = create_key(&db, &["--all-communities"]);
+    let mut collector = Collector::spawn(&settings, &[]).await;
+    let address = collector.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = nix::unistd::Pid::from_raw(collector.child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = tokio::time::timeout(Duration::from_secs(25), collector.child.wait())
+        .await
+        .expect("stopped within 25 s (10 s of drain, then the producer's flush)")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+    drop(stream);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_counts_a_real_run_on_its_metrics() {
     // The collector, a consumer and the API as processes; 500 events in
