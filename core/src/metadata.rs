@@ -506,6 +506,18 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_keeps_its_last_value_and_is_still_sanitized() {
+        let kept = Metadata::parse_json(r#"{"a": 1, "a": 2}"#).unwrap();
+        assert_eq!(kept.into_value(), json!({"a": 2}));
+        let secret = Metadata::parse_json(r#"{"password": "x", "password": "hunter2"}"#).unwrap();
+        assert_eq!(secret.into_value(), json!({"password": REDACTED}));
+        assert_eq!(
+            Metadata::parse_json(r#"{"a": "ok", "a": "nul\u0000"}"#),
+            Err(MetadataError::Nul)
+        );
+    }
+
+    #[test]
     fn every_secret_key_word_is_redacted() {
         for word in SECRET_KEY_WORDS {
             let out = clean(json!({ *word: "hunter2", "plan": "pro" }));
