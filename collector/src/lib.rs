@@ -188,11 +188,10 @@ async fn keep_topic_checked(
     let probe = Arc::new(probe);
     loop {
         let asked = probe.clone();
-        let problem =
-            tokio::task::spawn_blocking(move || asked.missing(Duration::from_secs(5)))
-                .await
-                .ok()
-                .flatten();
+        let problem = tokio::task::spawn_blocking(move || asked.missing(Duration::from_secs(5)))
+            .await
+            .ok()
+            .flatten();
         {
             let mut current = collector
                 .topic_problem

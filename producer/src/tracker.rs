@@ -212,11 +212,12 @@ impl Tracker {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let problem = current.client().fatal_error().or_else(|| {
-            current
-                .context()
-                .fenced
-                .load(Ordering::Relaxed)
-                .then(|| (RDKafkaErrorCode::ProducerFenced, "the broker fenced the producer".to_owned()))
+            current.context().fenced.load(Ordering::Relaxed).then(|| {
+                (
+                    RDKafkaErrorCode::ProducerFenced,
+                    "the broker fenced the producer".to_owned(),
+                )
+            })
         });
         let Some((code, reason)) = problem else {
             return Ok(current);

@@ -762,7 +762,9 @@ async fn a_collector_whose_topic_does_not_exist_is_not_ready_until_it_does() {
     let key = create_key(&db, &["--all-communities"]);
     let collector = Collector::start(&settings, &[("COLLECT_DELIVERY_TIMEOUT_MS", "2000")]);
     let readyz = || async {
-        let response = reqwest::get(format!("{}/readyz", collector.url)).await.ok()?;
+        let response = reqwest::get(format!("{}/readyz", collector.url))
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         Some((status, response.json::<Value>().await.ok()?))
     };
@@ -785,7 +787,9 @@ async fn a_collector_whose_topic_does_not_exist_is_not_ready_until_it_does() {
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["error"]["message"].to_string().contains("does not exist"),
+        body["error"]["message"]
+            .to_string()
+            .contains("does not exist"),
         "{body}"
     );
 
@@ -1162,7 +1166,10 @@ async fn malformed_bodies_get_400_and_oversized_declarations_413_at_once() {
     let cases = [
         (
             "a chunk size that is not hex",
-            format!("{}zz\r\n{{}}\r\n0\r\n\r\n", head("Transfer-Encoding: chunked")),
+            format!(
+                "{}zz\r\n{{}}\r\n0\r\n\r\n",
+                head("Transfer-Encoding: chunked")
+            ),
             true,
             400,
         ),

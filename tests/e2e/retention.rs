@@ -291,7 +291,11 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
         .checked_add_months(Months::new(1))
         .expect("next month");
     let too_late = life
-        .run(&["archive", "--before", &next_month.format("%Y-%m-%d").to_string()])
+        .run(&[
+            "archive",
+            "--before",
+            &next_month.format("%Y-%m-%d").to_string(),
+        ])
         .await;
     assert!(!too_late.status.success());
     let stderr = String::from_utf8_lossy(&too_late.stderr);
