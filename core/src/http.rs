@@ -50,7 +50,11 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // A client may shut down its side once its request is sent and wait
+        // for the answer (RFC 9112 9.6 allows it); without this the
+        // connection was closed unanswered.
+        .half_close(true);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

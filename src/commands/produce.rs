@@ -75,6 +75,10 @@ pub(crate) struct Summary {
     /// SIGTERM or SIGINT stopped the run before every event was read; what
     /// was accepted was still flushed to the broker.
     pub(crate) interrupted: bool,
+    /// The distinct event ids sent (synthetic runs), for `activity dev` to
+    /// wait for.
+    #[serde(skip)]
+    pub(crate) ids: Vec<uuid::Uuid>,
 }
 
 pub(crate) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
@@ -124,7 +128,9 @@ pub(crate) async fn send_synthetic(
         progress.inc(1);
     }
     let unique = ids.len() as u64;
-    finish(tracker, progress, started, sent, unique, 0, shutdown).await
+    let mut summary = finish(tracker, progress, started, sent, unique, 0, shutdown).await?;
+    summary.ids = ids.into_iter().map(|id| id.as_uuid()).collect();
+    Ok(summary)
 }
 
 async fn send_file(
@@ -218,6 +224,7 @@ async fn finish(
         failed: stats.failed,
         seconds: started.elapsed().as_secs_f64(),
         interrupted: shutdown.is_cancelled(),
+        ids: Vec::new(),
     })
 }
 

@@ -1147,7 +1147,7 @@ async fn a_body_that_does_not_arrive_gets_408() {
 /// A body that is not well-formed HTTP (bad chunked framing, a connection
 /// closed before the declared length) is the client's mistake, 400, not
 /// "too large"; a body declared over the limit is 413 before any of it is
-/// read.
+/// read; a whole request followed by a half-close is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_400_and_oversized_declarations_413_at_once() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -1187,6 +1187,15 @@ async fn malformed_bodies_get_400_and_oversized_declarations_413_at_once() {
             format!("{}{{\"events\"", head("Content-Length: 100")),
             true,
             400,
+        ),
+        (
+            "a whole valid request, then the client shuts down its side",
+            {
+                let body = r#"{"events": [{"event_type": "user.login"}]}"#;
+                format!("{}{body}", head(&format!("Content-Length: {}", body.len())))
+            },
+            true,
+            202,
         ),
         (
             "a declared 10 GB body, none of it sent",

@@ -686,3 +686,46 @@ async fn produce_file_sends_every_valid_line_and_fails_on_bad_ones() {
     let stored: HashSet<Uuid> = db.stored().await.into_keys().collect();
     assert_eq!(stored, valid.into_iter().collect::<HashSet<_>>());
 }
+
+/// The quick start's `activity dev --sample N --exit-after-sample`, twice
+/// on one database: the second run's sample (the same seed, so the same
+/// event ids) is all duplicates, and it still finishes and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_a_sample_finishes_again_on_a_database_that_has_it() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(3).await;
+    let group = unique("dev");
+    for run in 1..=2 {
+        let (api, collect) = (free_port(), free_port());
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(["dev", "--sample", "300", "--exit-after-sample"])
+            .args(["--group-id", &group])
+            .args(["--api-listen", &format!("127.0.0.1:{api}")])
+            .args(["--collect-listen", &format!("127.0.0.1:{collect}")])
+            .env("DATABASE_URL", &db.url)
+            .env("KAFKA_BROKERS", &topic.brokers)
+            .env("KAFKA_TOPIC", &topic.name)
+            .env("APP_ENV", "dev")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(180), output)
+            .await
+            .unwrap_or_else(|_| panic!("run {run} did not finish within 180 s"))
+            .expect("run activity dev");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "run {run}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("GET http://"), "run {run}: {stdout}");
+        assert!(stdout.contains("total_events"), "run {run}: {stdout}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM activity_event_ids").await,
+        300,
+        "the second run stored nothing twice"
+    );
+}

@@ -392,6 +392,11 @@ async fn archive_verify_drop_restore_round_trip_is_exact() {
         .await;
     assert_eq!(forced.as_array().map(Vec::len), Some(2), "{forced}");
     assert!(!life.exists("activities_p2021_01").await);
+    assert_eq!(
+        life.db.count("SELECT count(*) FROM retention_holds").await,
+        0,
+        "an archived month is held no more"
+    );
     assert_eq!(rolled_up(&life.db).await, rollups + 3);
 }
 
