@@ -90,6 +90,7 @@ impl Totals {
             "consumer_events_stored_total",
             "consumer_events_duplicate_total",
             "consumer_events_dead_lettered_total",
+            "consumer_offsets_skipped_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -255,6 +256,7 @@ pub struct Consumer {
     codec: AvroCodec,
     settings: ConsumerSettings,
     health: Health,
+    offsets: std::sync::Mutex<crate::gaps::OffsetTracker>,
 }
 
 impl Consumer {
@@ -304,6 +306,7 @@ impl Consumer {
             codec: AvroCodec::new()?,
             settings: settings.consumer.clone(),
             health,
+            offsets: std::sync::Mutex::default(),
         })
     }
 
@@ -551,6 +554,7 @@ impl Consumer {
         };
         let partition = message.partition();
         let generation = self.consumer.context().current(partition)?;
+        self.check_offset(partition, generation, message.offset());
         let payload = message.payload().unwrap_or_default();
         let outcome = self
             .codec
@@ -564,6 +568,37 @@ impl Consumer {
             payload: message.payload().map(<[u8]>::to_vec),
             outcome,
         })
+    }
+
+    /// Reports offsets the broker skipped ([`crate::gaps`]): between two
+    /// messages of an assignment here, and for its first message, against
+    /// the progress stored by whichever member held the partition before.
+    fn check_offset(&self, partition: i32, generation: u64, offset: i64) {
+        let seen = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(partition, generation, offset);
+        match seen {
+            crate::gaps::Seen::InOrder => {}
+            crate::gaps::Seen::Gap { expected, received } => {
+                crate::gaps::report(&self.topic, partition, expected, received);
+            }
+            crate::gaps::Seen::FirstOfAssignment => {
+                let (store, topic) = (self.store.clone(), self.topic.clone());
+                tokio::spawn(async move {
+                    match store.progress(&topic, partition).await {
+                        Ok(Some(next)) if offset > next => {
+                            crate::gaps::report(&topic, partition, next, offset);
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, partition, "stored progress not read");
+                        }
+                    }
+                });
+            }
+        }
     }
 
     /// Stores (for the next auto-commit) the offsets a flushed batch made

@@ -729,3 +729,64 @@ async fn dev_with_a_sample_finishes_again_on_a_database_that_has_it() {
         "the second run stored nothing twice"
     );
 }
+
+/// Offsets a partition's stream skips past what is stored (what Tansu does
+/// after a fetch from inside a record batch; here the group's committed
+/// offset is simply put ahead of the stored progress) are reported: an
+/// error naming them and `consumer_offsets_skipped_total`, not passed over
+/// in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_skipped_past_the_stored_progress_are_reported() {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::{Offset, TopicPartitionList};
+    let db = TestDb::new().await;
+    let topic = TestTopic::new(1).await;
+    let mut settings = settings(&db, &topic);
+    // One message per record batch: Tansu then fetches from any offset.
+    settings.producer.batch_messages = 1;
+    let stats = track_all(
+        &settings,
+        (0..100).map(|i| NewEvent::new("user.login").user(Uuid::from_u128(i + 1))),
+    )
+    .await;
+    assert_eq!(stats.delivered, 100);
+    // The database says offsets up to 10 are stored; the group will start
+    // at 60.
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO consumer_progress (topic, partition, next_offset, stored_at)
+             VALUES ($1, 0, 10, now())",
+            &[&topic.name],
+        )
+        .await
+        .expect("progress");
+    let committer: BaseConsumer = activity_core::kafka::client_config(&topic.brokers)
+        .set("group.id", &settings.consumer.group_id)
+        .create()
+        .expect("a consumer to commit with");
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&topic.name, 0, Offset::Offset(60))
+        .expect("offset");
+    committer
+        .commit(&position, CommitMode::Sync)
+        .expect("commit the group's offset");
+    drop(committer);
+
+    let consumer = ConsumerProcess::spawn(&settings, "offsets-skipped");
+    assert_eq!(db.wait_for_events(40, Duration::from_secs(60)).await, 40);
+    let base = format!("http://{}", consumer.metrics);
+    let started = Instant::now();
+    loop {
+        let metrics = metrics_text(&base).await;
+        if sample(&metrics, "consumer_offsets_skipped_total") == 50.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "50 offsets (10 to 59) reported skipped: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -170,6 +170,19 @@ impl Store {
         Ok(())
     }
 
+    /// The next offset of `partition` of `topic` whose events are all
+    /// stored, if any member recorded one.
+    pub async fn progress(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT next_offset FROM consumer_progress WHERE topic = $1 AND partition = $2",
+                &[&topic, &partition],
+            )
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
     /// Creates the partitions for these timestamps if they are missing.
     pub async fn ensure_partitions(
         &self,
