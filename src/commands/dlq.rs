@@ -61,6 +61,10 @@ pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<
             )
             .await?;
             let done = replay(&kafka.brokers, &kafka.topic, &letters, dry_run).await?;
+            let verb = if dry_run { "would send" } else { "sent" };
+            for (partition, offset) in &done.sent {
+                println!("{verb} {partition}@{offset}");
+            }
             for (partition, offset, reason) in &done.still_bad {
                 println!("still refused {partition}@{offset}: {reason}");
             }

@@ -262,6 +262,26 @@ async fn dlq_inspect_shows_why_and_replay_sends_back_what_now_validates_once() {
         .await
         .expect("dry run");
     assert_eq!(dry.sent.len(), 2);
+    // The command's dry run names the letters it would send.
+    let dry_cli = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["dlq", "replay", "--dry-run", "--idle-ms", "3000"])
+        .env("KAFKA_BROKERS", brokers())
+        .env("KAFKA_TOPIC", &topic.name)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("activity dlq replay --dry-run");
+    let out = String::from_utf8_lossy(&dry_cli.stdout);
+    assert!(dry_cli.status.success(), "{out}");
+    for (partition, offset) in &dry.sent {
+        assert!(
+            out.contains(&format!("would send {partition}@{offset}\n")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("2 of 3 dead letters would be sent to"),
+        "{out}"
+    );
     let consumer = InProcessConsumer::start(&settings);
     assert_eq!(
         db.wait_for_events(1, Duration::from_secs(3)).await,
