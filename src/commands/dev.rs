@@ -89,8 +89,13 @@ pub(crate) async fn run(mut settings: Settings, args: Args) -> anyhow::Result<()
         while stored(&store, &sent.ids).await? < sent.ids.len() as i64 && !shutdown.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        print_summary(&store).await?;
-        print_overview(api_address, &secret).await?;
+        if shutdown.is_cancelled() {
+            // The API is stopping too: nothing to ask it.
+            eprintln!("stopped before every sample event was stored");
+        } else {
+            print_summary(&store).await?;
+            print_overview(api_address, &secret).await?;
+        }
         if args.exit_after_sample {
             shutdown.cancel();
         }
