@@ -55,8 +55,6 @@ pub struct Collector {
     pub default_limits: Limits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
-    /// How long the broker may take to acknowledge a request's events.
-    pub delivery_timeout: std::time::Duration,
     /// Why the topic cannot take events (it does not exist), as of the
     /// latest probe (`crate::keep_topic_checked`).
     pub topic_problem: std::sync::Mutex<Option<String>>,
@@ -481,22 +479,12 @@ async fn ingest(
         }
     }
     let accepted = deliveries.len();
-    // librdkafka times messages out on a one-second tick: the answer comes
-    // at the configured timeout, not up to a second after it.
-    let delivered = tokio::time::timeout(
-        collector.delivery_timeout,
-        futures::future::try_join_all(deliveries),
-    )
-    .await;
-    let failure = match delivered {
-        Ok(Ok(_)) => None,
-        Ok(Err(error)) => Some(error.to_string()),
-        Err(_) => Some(format!(
-            "no acknowledgement within {} ms",
-            collector.delivery_timeout.as_millis()
-        )),
-    };
-    if let Some(error) = failure {
+    // librdkafka fails each message at its delivery timeout (checked once a
+    // second, and never while a produce request holding it is still
+    // outstanding: an event the broker is about to acknowledge is not
+    // answered 503).
+    if let Err(error) = futures::future::try_join_all(deliveries).await {
+        let error = error.to_string();
         let error = match collector.topic_problem() {
             Some(problem) => format!("{problem}; {error}"),
             None => error,

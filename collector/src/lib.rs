@@ -99,7 +99,6 @@ impl Application {
             spam: SpamFilter::new(config.spam_threshold, config.spam_window),
             default_limits: config.default_limits,
             trusted_proxies: config.trusted_proxies.clone(),
-            delivery_timeout: config.delivery_timeout,
             topic_problem: std::sync::Mutex::new(None),
         };
         let topic_probe =
