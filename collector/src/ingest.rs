@@ -372,6 +372,10 @@ pub async fn post_events(
     .await
 }
 
+fn body_too_large() -> CollectError {
+    CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"))
+}
+
 /// Why a body could not be read: over the limit (413), or not a
 /// well-formed HTTP body (bad chunked encoding, the connection closed before
 /// the declared length: 400).
@@ -379,7 +383,7 @@ fn unreadable_body(error: &axum::Error) -> CollectError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         if current.is::<http_body_util::LengthLimitError>() {
-            return CollectError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"));
+            return body_too_large();
         }
         cause = current.source();
     }
@@ -401,9 +405,7 @@ async fn ingest(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return Err(CollectError::TooLarge(format!(
-            "the body is over {MAX_BODY_BYTES} bytes"
-        )));
+        return Err(body_too_large());
     }
     // A body trickled in a byte at a time would hold its connection (and a
     // file descriptor) for as long as the client likes: write keys are

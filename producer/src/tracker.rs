@@ -158,7 +158,8 @@ impl ProducerContext for DeliveryContext {
 /// Publishes activity events to Kafka. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Tracker {
-    /// The current producer; replaced after a fatal error ([`Tracker::producer`]).
+    /// The current producer; replaced after a fatal error or a fence
+    /// ([`Tracker::producer`]).
     producer: Arc<RwLock<Arc<ThreadedProducer<DeliveryContext>>>>,
     config: Arc<ClientConfig>,
     codec: Arc<AvroCodec>,
@@ -203,14 +204,18 @@ impl Tracker {
         })
     }
 
-    /// The producer to send with: the current one, or a new one in its
-    /// place when it has hit a fatal error.
-    fn producer(&self) -> Result<Arc<ThreadedProducer<DeliveryContext>>, TrackError> {
-        let current = self
-            .producer
+    /// The producer in use now.
+    fn current(&self) -> Arc<ThreadedProducer<DeliveryContext>> {
+        self.producer
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// The producer to send with: the current one, or a new one in its
+    /// place when it has hit a fatal error or been fenced.
+    fn producer(&self) -> Result<Arc<ThreadedProducer<DeliveryContext>>, TrackError> {
+        let current = self.current();
         let problem = current.client().fatal_error().or_else(|| {
             current.context().fenced.load(Ordering::Relaxed).then(|| {
                 (
@@ -241,9 +246,7 @@ impl Tracker {
     /// Why no broker can be reached (none is up), as of librdkafka's latest
     /// statistics (every 10 s); `None` while one is.
     pub fn unreachable(&self) -> Option<String> {
-        self.producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.current()
             .context()
             .unreachable
             .lock()
@@ -318,11 +321,7 @@ impl Tracker {
     /// Waits until every enqueued event is delivered or failed (on a
     /// blocking thread: librdkafka's flush blocks).
     pub async fn flush(&self, timeout: Duration) -> Result<DeliveryStats, TrackError> {
-        let producer = self
-            .producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let producer = self.current();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .unwrap_or(Err(KafkaError::Canceled));
@@ -337,10 +336,7 @@ impl Tracker {
 
     /// Events waiting for the broker right now.
     pub fn queued(&self) -> i32 {
-        self.producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .in_flight_count()
+        self.current().in_flight_count()
     }
 
     pub fn stats(&self) -> DeliveryStats {

@@ -80,6 +80,30 @@ impl Collector {
         collector
     }
 
+    /// A raw connection that has sent `POST /v1/events` with `key`, the
+    /// body's `framing` header and `body` (as much of it as the test wants).
+    async fn send_raw(&self, key: &str, framing: &str, body: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n\r\n{body}"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        stream
+    }
+
+    fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    }
+
     /// Started; ready or not.
     fn start(settings: &Settings, env: &[(&str, &str)]) -> Self {
         let port = free_port();
@@ -905,8 +929,7 @@ async fn sigterm_answers_the_requests_in_flight_then_stops() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let pid = nix::unistd::Pid::from_raw(collector.child.id().expect("running") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    collector.terminate();
     let mut accepted = 0;
     for request in requests {
         // A request the collector never read (connection refused, or closed
@@ -936,26 +959,14 @@ async fn sigterm_answers_the_requests_in_flight_then_stops() {
 /// 30 s body timeout outlasted Kubernetes' grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_does_not_hold_a_stopping_collector() {
-    use tokio::io::AsyncWriteExt as _;
     let db = TestDb::new().await;
     let topic = TestTopic::new(1).await;
     let settings = settings(&db, &topic);
     let key = create_key(&db, &["--all-communities"]);
     let mut collector = Collector::spawn(&settings, &[]).await;
-    let address = collector.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("send the head");
+    let stream = collector.send_raw(&key, "Content-Length: 100", "{").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = nix::unistd::Pid::from_raw(collector.child.id().expect("running") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    collector.terminate();
     let status = tokio::time::timeout(Duration::from_secs(25), collector.child.wait())
         .await
         .expect("stopped within 25 s (10 s of drain, then the producer's flush)")
@@ -1110,17 +1121,7 @@ async fn a_body_that_does_not_arrive_gets_408() {
     let settings = settings(&db, &topic);
     let key = create_key(&db, &["--all-communities"]);
     let collector = Collector::spawn(&settings, &[]).await;
-    let address = collector.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("send the head");
+    let mut stream = collector.send_raw(&key, "Content-Length: 100", "{").await;
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(60), async {
         let mut buffer = [0u8; 1024];
@@ -1156,62 +1157,47 @@ async fn malformed_bodies_get_400_and_oversized_declarations_413_at_once() {
     let settings = settings(&db, &topic);
     let key = create_key(&db, &["--all-communities"]);
     let collector = Collector::spawn(&settings, &[]).await;
-    let address = collector.url.trim_start_matches("http://").to_owned();
-    let head = |framing: &str| {
-        format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: application/json\r\n{framing}\r\n\r\n"
-        )
-    };
+    let whole = r#"{"events": [{"event_type": "user.login"}]}"#;
+    let whole_length = format!("Content-Length: {}", whole.len());
     let cases = [
         (
             "a chunk size that is not hex",
-            format!(
-                "{}zz\r\n{{}}\r\n0\r\n\r\n",
-                head("Transfer-Encoding: chunked")
-            ),
+            "Transfer-Encoding: chunked",
+            "zz\r\n{}\r\n0\r\n\r\n",
             true,
             400,
         ),
         (
             "chunk data longer than its size",
-            format!(
-                "{}5\r\n{{\"events\": []}}\r\n0\r\n\r\n",
-                head("Transfer-Encoding: chunked")
-            ),
+            "Transfer-Encoding: chunked",
+            "5\r\n{\"events\": []}\r\n0\r\n\r\n",
             true,
             400,
         ),
         (
             "fewer bytes than Content-Length, then the end of the stream",
-            format!("{}{{\"events\"", head("Content-Length: 100")),
+            "Content-Length: 100",
+            "{\"events\"",
             true,
             400,
         ),
         (
             "a whole valid request, then the client shuts down its side",
-            {
-                let body = r#"{"events": [{"event_type": "user.login"}]}"#;
-                format!("{}{body}", head(&format!("Content-Length: {}", body.len())))
-            },
+            whole_length.as_str(),
+            whole,
             true,
             202,
         ),
         (
             "a declared 10 GB body, none of it sent",
-            head("Content-Length: 10000000000"),
+            "Content-Length: 10000000000",
+            "",
             false,
             413,
         ),
     ];
-    for (case, request, close_after, expected) in cases {
-        let mut stream = tokio::net::TcpStream::connect(&address)
-            .await
-            .expect("connect");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send the request");
+    for (case, framing, body, close_after, expected) in cases {
+        let mut stream = collector.send_raw(&key, framing, body).await;
         if close_after {
             stream.shutdown().await.expect("half-close");
         }

@@ -231,15 +231,20 @@ async fn dlq_inspect_shows_why_and_replay_sends_back_what_now_validates_once() {
     }
 
     // inspect: every letter, its reason and source, a count per reason.
-    let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
-        .args(["dlq", "inspect", "--idle-ms", "3000"])
-        .env("KAFKA_BROKERS", brokers())
-        .env("KAFKA_TOPIC", &topic.name)
-        .env("APP_ENV", "dev")
-        .output()
-        .expect("activity dlq inspect");
-    let out = String::from_utf8_lossy(&inspect.stdout);
-    assert!(inspect.status.success(), "{out}");
+    let dlq = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .arg("dlq")
+            .args(args)
+            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_TOPIC", &topic.name)
+            .env("APP_ENV", "dev")
+            .output()
+            .expect("activity dlq");
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "dlq {args:?}: {out}");
+        out
+    };
+    let out = dlq(&["inspect", "--idle-ms", "3000"]);
     assert!(out.contains("3 dead letters"), "{out}");
     assert!(out.contains(&format!("from {}[0]@9", topic.name)), "{out}");
     assert!(out.contains("not Avro single-object encoding"), "{out}");
@@ -263,15 +268,7 @@ async fn dlq_inspect_shows_why_and_replay_sends_back_what_now_validates_once() {
         .expect("dry run");
     assert_eq!(dry.sent.len(), 2);
     // The command's dry run names the letters it would send.
-    let dry_cli = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
-        .args(["dlq", "replay", "--dry-run", "--idle-ms", "3000"])
-        .env("KAFKA_BROKERS", brokers())
-        .env("KAFKA_TOPIC", &topic.name)
-        .env("APP_ENV", "dev")
-        .output()
-        .expect("activity dlq replay --dry-run");
-    let out = String::from_utf8_lossy(&dry_cli.stdout);
-    assert!(dry_cli.status.success(), "{out}");
+    let out = dlq(&["replay", "--dry-run", "--idle-ms", "3000"]);
     for (partition, offset) in &dry.sent {
         assert!(
             out.contains(&format!("would send {partition}@{offset}\n")),
