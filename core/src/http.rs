@@ -56,9 +56,16 @@ pub async fn serve(
         // connection was closed unanswered.
         .half_close(true);
     let connections = GracefulShutdown::new();
+    // Every connection's task, so those still open when the drain time runs
+    // out can be stopped: left running, their handlers went on producing
+    // events (for clients that would never get an answer) until the process
+    // exited.
+    let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
+            // Reaps finished connections, so the set holds only open ones.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -82,21 +89,35 @@ pub async fn serve(
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
         let connection = connections.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection closed");
             }
         });
     }
     drop(listener);
+    let draining = std::time::Instant::now();
+    while tasks.try_join_next().is_some() {}
+    let open = tasks.len();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
         .await
-        .is_err()
+        .is_ok()
     {
+        tracing::info!(
+            connections = open,
+            milliseconds = draining.elapsed().as_millis() as u64,
+            "every request in flight answered"
+        );
+    } else {
+        while tasks.try_join_next().is_some() {}
+        // Their clients get no answer and retry; events a handler already
+        // handed to Kafka are stored once all the same (event ids dedupe).
         tracing::warn!(
             seconds = DRAIN_TIMEOUT.as_secs(),
+            unanswered = tasks.len(),
             "requests still in flight when the drain time ran out: their connections are closed"
         );
     }
+    tasks.shutdown().await;
     Ok(())
 }
