@@ -89,8 +89,10 @@ pub struct Overview {
     pub total_events: i64,
     pub unique_users: i64,
     pub active_users: ActiveUsers,
+    /// Most events first; equal counts by `event_type` ascending.
     pub events_by_type: Vec<TypeCount>,
     pub time_series: Vec<Point>,
+    /// Most events first; equal counts by `community_id` ascending.
     pub top_communities: Vec<CommunityCount>,
 }
 
@@ -110,9 +112,13 @@ pub struct CommunityReport {
     pub total_events: i64,
     pub unique_users: i64,
     pub active_users: ActiveUsers,
+    /// Most events first; equal counts by `event_type` ascending.
     pub events_by_type: Vec<TypeCount>,
     pub time_series: Vec<Point>,
+    /// Most events first; equal counts by `user_id` ascending.
     pub top_users: Vec<UserCount>,
+    /// Most events first; equal counts by `entity_type`, then `entity_id`,
+    /// ascending.
     pub top_entities: Vec<EntityCount>,
 }
 
@@ -135,7 +141,7 @@ pub struct TimelineItem {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Timeline {
-    /// Newest first.
+    /// Newest first; events of the same instant by row, newest stored first.
     pub items: Vec<TimelineItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -151,6 +157,7 @@ pub struct UserReport {
     pub total_events: i64,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
+    /// Most events first; equal counts by `event_type` ascending.
     pub events_by_type: Vec<UserTypeCount>,
     pub timeline: Timeline,
 }
