@@ -143,18 +143,20 @@ pub async fn list(pool: &Pool) -> Result<Vec<KeyListing>, KeyError> {
 }
 
 /// Revokes a key; every collector refuses it within [`REFRESH`].
-pub async fn revoke(pool: &Pool, id: Uuid) -> Result<(), KeyError> {
+/// Revokes a key; returns when it was first revoked (revoking again keeps
+/// that time).
+pub async fn revoke(pool: &Pool, id: Uuid) -> Result<chrono::DateTime<chrono::Utc>, KeyError> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
+    let row = client
+        .query_opt(
             include_str!("../../sql/queries/keys/revoke_key.sql"),
             &[&id],
         )
         .await?;
-    if rows.is_empty() {
-        return Err(KeyError::NotFound(id));
+    match row {
+        Some(row) => Ok(row.get("revoked_at")),
+        None => Err(KeyError::NotFound(id)),
     }
-    Ok(())
 }
 
 /// Every key, by the SHA-256 of its secret.

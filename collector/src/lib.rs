@@ -87,6 +87,10 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| BuildError::Listen(config.listen.clone(), e))?;
+        // Installed first, so the series registered at 0 below (and the
+        // producer's) are served before the first event.
+        let metrics = activity_core::telemetry::install_metrics();
+        metrics::register();
         let mut producer_settings = settings.clone();
         producer_settings.producer.delivery_timeout_ms =
             u64::try_from(config.delivery_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -108,7 +112,7 @@ impl Application {
             listener,
             state: AppState {
                 collector: Arc::new(collector),
-                metrics: activity_core::telemetry::install_metrics(),
+                metrics,
                 draining: CancellationToken::new(),
             },
             pool: activity_core::database::pool(&config.database_url, 2)

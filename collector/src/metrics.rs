@@ -2,6 +2,18 @@
 
 use metrics::{counter, gauge};
 
+/// The unlabelled series, at 0 until something happens: a dashboard or an
+/// alert's `rate()` sees them from the start.
+pub(crate) fn register() {
+    for name in [
+        "collector_events_accepted_total",
+        "collector_spam_events_dropped_total",
+        "collector_requests_rate_limited_total",
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
 pub(crate) fn accepted(accepted: usize) {
     counter!("collector_events_accepted_total").increment(accepted as u64);
 }

@@ -118,7 +118,11 @@ impl Health {
         }
         for slot in [&self.inner.database, &self.inner.reachable] {
             if let Some(error) = get_reason(slot) {
-                reasons.push(format!("database: {error}"));
+                // The store and the probe often say the same thing.
+                let reason = format!("database: {error}");
+                if !reasons.contains(&reason) {
+                    reasons.push(reason);
+                }
             }
         }
         if let Some(error) = get_reason(&self.inner.dead_letters) {
@@ -225,5 +229,18 @@ mod tests {
         assert!(health.readiness().ready);
         health.set_stopping();
         assert_eq!(health.readiness().reasons, vec!["shutting down".to_owned()]);
+    }
+
+    #[test]
+    fn the_store_and_the_probe_saying_the_same_is_one_reason() {
+        let health = Health::default();
+        health.database_failed(&"database \"x\" does not exist");
+        health.database_reachable(Some("database \"x\" does not exist".to_owned()));
+        assert_eq!(
+            health.readiness().reasons,
+            vec!["database: database \"x\" does not exist".to_owned()]
+        );
+        health.database_reachable(Some("connection refused".to_owned()));
+        assert_eq!(health.readiness().reasons.len(), 2);
     }
 }

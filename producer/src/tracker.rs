@@ -194,6 +194,7 @@ impl Tracker {
             );
         let producer = create_producer(&config, &counters)?;
         metrics::counter!("producer_restarts_total").increment(0);
+        metrics::counter!("producer_delivery_failures_total").increment(0);
         Ok(Self {
             producer: Arc::new(RwLock::new(Arc::new(producer))),
             config: Arc::new(config),

@@ -8,11 +8,11 @@ use uuid::Uuid;
 pub(crate) enum Command {
     /// Create a key; the key is printed once, alone on the last line.
     Create {
-        /// What the key is for (a service's name).
-        #[arg(long)]
+        /// What the key is for (a service's name, 1 to 200 characters).
+        #[arg(long, value_parser = key_name)]
         name: String,
         /// A community the key may write events of (repeat for several).
-        #[arg(long = "community", required_unless_present = "all_communities")]
+        #[arg(long = "community", required_unless_present = "all_communities", value_parser = community)]
         communities: Vec<Uuid>,
         /// The key may write events of every community (and system events).
         #[arg(long, conflicts_with = "communities")]
@@ -27,7 +27,28 @@ pub(crate) enum Command {
     /// List keys (never the keys themselves: their first characters).
     List,
     /// Revoke a key by id; every collector refuses it within a second.
-    Revoke { id: Uuid },
+    Revoke {
+        /// The key's id (`keys list`, or what `keys create` said).
+        id: Uuid,
+    },
+}
+
+fn key_name(value: &str) -> Result<String, String> {
+    match value.trim().chars().count() {
+        1..=200 => Ok(value.trim().to_owned()),
+        0 => Err("a key needs a name (what it is for)".into()),
+        _ => Err("at most 200 characters".into()),
+    }
+}
+
+fn community(value: &str) -> Result<Uuid, String> {
+    let id = Uuid::parse_str(value).map_err(|e| format!("not a UUID: {e}"))?;
+    if id.is_nil() || id.is_max() {
+        // The rollups keep events without a community and every community
+        // together under these two ids.
+        return Err("the nil and the max UUID name no community".into());
+    }
+    Ok(id)
 }
 
 pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
@@ -63,8 +84,8 @@ pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<
             }
         }
         Command::Revoke { id } => {
-            keys::revoke(&pool, id).await?;
-            println!("revoked {id}");
+            let revoked_at = keys::revoke(&pool, id).await?;
+            println!("revoked {id} (since {})", revoked_at.to_rfc3339());
         }
     }
     Ok(())

@@ -34,20 +34,30 @@ pub(crate) struct Args {
 #[derive(clap::Args, Clone)]
 pub(crate) struct ShapeArgs {
     /// Fraction of synthetic events that repeat an earlier event_id (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     duplicates: f64,
-    /// Number of synthetic communities.
-    #[arg(long, default_value_t = 50)]
+    /// Number of synthetic communities (at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     communities: usize,
-    /// Number of synthetic users.
-    #[arg(long, default_value_t = 5_000)]
+    /// Number of synthetic users (at least 1).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     users: usize,
     /// Synthetic events are spread over this many days up to now.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(i64).range(1..))]
     days: i64,
-    /// Seed of the synthetic generator.
+    /// Seed of the synthetic generator. The same seed gives the same
+    /// events, event ids included: a second run with it sends events already
+    /// stored (stored once, counted as duplicates); another seed gives new
+    /// ones.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Ok(fraction),
+        _ => Err(format!("{value} is not a number from 0 to 1")),
+    }
 }
 
 impl ShapeArgs {

@@ -772,6 +772,21 @@ async fn a_collector_that_reaches_no_broker_is_not_ready() {
     };
     assert_eq!(body["ready"], false);
     assert!(body["reasons"].to_string().contains(&nowhere), "{body}");
+    // Before its first event, every unlabelled series is there at 0, so an
+    // alert's rate() sees it from the start.
+    let metrics = metrics_text(&collector.url).await;
+    for series in [
+        "collector_events_accepted_total",
+        "collector_spam_events_dropped_total",
+        "collector_requests_rate_limited_total",
+        "producer_delivery_failures_total",
+        "producer_restarts_total",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == format!("{series} 0")),
+            "{series} at 0: {metrics}"
+        );
+    }
 }
 
 /// A topic that does not exist (a typo, a skipped `activity migrate`)
