@@ -406,8 +406,13 @@ impl Settings {
                 "consumer.pool_size must be at least consumer.max_in_flight".into(),
             ));
         }
-        if self.kafka.topic.is_empty() {
-            return Err(ConfigError::Invalid("the Kafka topic name is empty".into()));
+        check_topic(&self.kafka.topic)?;
+        check_brokers(&self.kafka.brokers)?;
+        if self.collector.requests_per_second == 0 || self.collector.events_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "collector.requests_per_second and collector.events_per_second must be at least 1"
+                    .into(),
+            ));
         }
         if self.producer.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
@@ -437,6 +442,50 @@ impl Settings {
     }
 }
 
+/// A topic name Kafka accepts, with room for the dead-letter topic's
+/// `.dlq`: Kafka allows ASCII letters, digits, `.`, `_` and `-`, at most
+/// 249 of them (Tansu created `bad topic!` without a word).
+fn check_topic(topic: &str) -> Result<(), ConfigError> {
+    if topic.is_empty() {
+        return Err(ConfigError::Invalid(
+            "the Kafka topic name (KAFKA_TOPIC) is empty".into(),
+        ));
+    }
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !topic.chars().all(legal) || topic.len() > 245 || topic == "." || topic == ".." {
+        return Err(ConfigError::Invalid(format!(
+            "KAFKA_TOPIC {topic:?} is not a Kafka topic name: ASCII letters, digits, '.', '_' \
+             and '-', at most 245 characters (the dead-letter topic adds '.dlq')"
+        )));
+    }
+    Ok(())
+}
+
+/// Bootstrap servers as `host:port`, comma separated (librdkafka took an
+/// empty list, and a port that is not a number as port 0, and then waited
+/// out every timeout without naming the setting).
+fn check_brokers(brokers: &str) -> Result<(), ConfigError> {
+    let invalid = |why: &str| {
+        ConfigError::Invalid(format!(
+            "KAFKA_BROKERS {brokers:?} {why}: give host:port, comma separated"
+        ))
+    };
+    if brokers.trim().is_empty() {
+        return Err(invalid("is empty"));
+    }
+    for broker in brokers.split(',').map(str::trim) {
+        // An optional security-protocol prefix, as librdkafka allows.
+        let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(invalid(&format!("has {broker:?} without a port")));
+        };
+        if host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(invalid(&format!("has {broker:?}, not host:port")));
+        }
+    }
+    Ok(())
+}
+
 /// What `prod` refuses of a database URL (`name` says which setting it
 /// is): no password or a well-known default one, unless the login is by
 /// certificate (`sslmode=verify-full`).
@@ -460,6 +509,38 @@ pub fn check_prod_database_url(name: &str, url: &str) -> Result<(), ConfigError>
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn brokers_and_topics_are_checked_before_kafka_is_asked() {
+        for good in [
+            "127.0.0.1:9092",
+            "a:1, b:2",
+            "[::1]:9092",
+            "SSL://kafka-0.kafka:9093",
+        ] {
+            assert!(check_brokers(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " ",
+            "notahost:abc",
+            "host",
+            "host:0",
+            ":9092",
+            "::::",
+            "a:1,",
+        ] {
+            let error = check_brokers(bad).expect_err(bad).to_string();
+            assert!(error.contains("KAFKA_BROKERS"), "{error}");
+        }
+        for good in ["activities", "team.events-v2_x"] {
+            assert!(check_topic(good).is_ok(), "{good}");
+        }
+        for bad in ["", "bad topic!", "é", ".", "..", &"t".repeat(246)] {
+            let error = check_topic(bad).expect_err(bad).to_string();
+            assert!(error.contains("KAFKA_TOPIC"), "{error}");
+        }
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -520,7 +520,11 @@ impl RawEvent {
         };
         // Checked first: serde would read a struct from an array too.
         if !text.trim_start().starts_with('{') {
-            return Err(not_an_object);
+            // Text that is not JSON at all (a line of a file) says so.
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => not_an_object,
+                Err(e) => ValidationError::Json(excerpt(&e.to_string())),
+            });
         }
         crate::metadata::refuse_serde_tokens(text)
             .map_err(|e| ValidationError::Json(e.to_string()))?;
@@ -830,6 +834,12 @@ mod tests {
         assert_eq!(
             RawEvent::from_json_text("[1]").unwrap_err().kind(),
             "wrong_type"
+        );
+        // Not JSON at all (a bad line of a file): says that, not "object".
+        assert!(
+            reason("not json").contains("expected"),
+            "{}",
+            reason("not json")
         );
     }
 

@@ -116,7 +116,11 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), KafkaError> {
             TopicReplication::Fixed(settings.replication_factor),
         ),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // Both bounded: with no broker answering, the request's own timeout
+    // (librdkafka's socket timeout, 60 s) had set how long this waited.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(topic) => tracing::info!(topic, "topic created"),

@@ -25,11 +25,11 @@ pub(crate) struct Options {
     redis_url: String,
     /// Requests per second per key, for keys that set none (default:
     /// collector.requests_per_second of the profile).
-    #[arg(long, env = "COLLECT_REQUESTS_PER_SECOND")]
+    #[arg(long, env = "COLLECT_REQUESTS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     requests_per_second: Option<u32>,
     /// Events per second per key, for keys that set none (default:
     /// collector.events_per_second of the profile).
-    #[arg(long, env = "COLLECT_EVENTS_PER_SECOND")]
+    #[arg(long, env = "COLLECT_EVENTS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     events_per_second: Option<u32>,
     /// Proxies whose X-Forwarded-For is believed, comma separated.
     #[arg(long, env = "COLLECT_TRUSTED_PROXIES", value_delimiter = ',')]

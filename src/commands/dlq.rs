@@ -14,8 +14,8 @@ pub(crate) enum Command {
     /// reason and source, then a count per reason. Reads from the start of
     /// the topic and commits nothing.
     Inspect {
-        /// Show at most this many letters.
-        #[arg(long, default_value_t = 1000)]
+        /// Show at most this many letters (at least 1).
+        #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         limit: usize,
         /// Stop reading after this long without a new letter.
         #[arg(long, default_value_t = 3000)]
@@ -37,6 +37,14 @@ pub(crate) enum Command {
 pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     let kafka = &settings.kafka;
     let dlq = dlq_topic(&kafka.topic);
+    // An empty answer for a topic that does not exist (a typo in
+    // KAFKA_TOPIC) would read as "no dead letters".
+    let probe = activity_core::kafka::TopicProbe::new(&kafka.brokers, &dlq)?;
+    if let Some(problem) =
+        tokio::task::spawn_blocking(move || probe.missing(Duration::from_secs(10))).await?
+    {
+        anyhow::bail!("{problem}");
+    }
     match command {
         Command::Inspect { limit, idle_ms } => {
             let letters =
