@@ -274,3 +274,34 @@ async fn the_database_is_reached_over_tls_as_sslmode_says() {
         "verify-ca refuses a certificate no root signed"
     );
 }
+
+/// `rollups rebuild` works only where events can be (2000-01-01 to now):
+/// a mistyped year had spent minutes on a century of empty weeks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_is_cut_to_where_events_can_be() {
+    let db = TestDb::new().await;
+    let rebuild = |from: &str, to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(["rollups", "rebuild", "--from", from, "--to", to])
+            .env("DATABASE_URL", &db.url)
+            .env("APP_ENV", "dev")
+            .output()
+            .expect("run activity rollups rebuild")
+    };
+    let cut = rebuild("1900-01-01", "2000-01-15");
+    assert!(cut.status.success(), "{cut:?}");
+    let said = String::from_utf8_lossy(&cut.stdout);
+    assert!(
+        said.contains("from 2000-01-01T00:00:00+00:00 to 2000-01-15T00:00:00+00:00"),
+        "{said}"
+    );
+    for (from, to) in [("1900-01-01", "1999-12-31"), ("2300-01-01", "2301-01-01")] {
+        let refused = rebuild(from, to);
+        assert!(!refused.status.success(), "{from}..{to} ran");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains("no event can be stored in that range"),
+            "{said}"
+        );
+    }
+}
