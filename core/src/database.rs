@@ -45,6 +45,11 @@ impl std::str::FromStr for Target {
     fn from_str(url: &str) -> Result<Self, String> {
         let (rest, ssl) = take_ssl_options(url)?;
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+        if config.get_hosts().is_empty() {
+            // Found here rather than at the first connection, where the
+            // pool's message named neither the setting nor the fix.
+            return Err("no host given (postgres://user:password@host:5432/database)".into());
+        }
         let mode = ssl.mode.as_deref().unwrap_or("prefer");
         let (ssl_mode, check) = match (mode, &ssl.root_cert) {
             ("disable", _) => (SslMode::Disable, Check::Nothing),
@@ -331,6 +336,17 @@ mod tests {
             assert_eq!(left, rest, "{url}");
             assert_eq!(taken, expected, "{url}");
         }
+    }
+
+    #[test]
+    fn a_url_without_a_host_is_refused_before_connecting() {
+        for url in ["", "postgres:///activity", "dbname=activity"] {
+            let error = url.parse::<Target>().err().expect(url);
+            assert!(error.contains("no host"), "{url}: {error}");
+        }
+        assert!("postgres://postgres@127.0.0.1:5432/activity"
+            .parse::<Target>()
+            .is_ok());
     }
 
     #[test]

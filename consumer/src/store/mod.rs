@@ -42,8 +42,8 @@ pub struct Store {
 impl Store {
     /// A pool of at most `pool_size` connections; connects lazily.
     pub fn connect(database_url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let pool =
-            activity_core::database::pool(database_url, pool_size).map_err(StoreError::Config)?;
+        let pool = activity_core::database::pool(database_url, pool_size)
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
         Ok(Self {
             pool,
             partitions: PartitionCache::default(),
