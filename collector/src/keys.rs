@@ -142,9 +142,8 @@ pub async fn list(pool: &Pool) -> Result<Vec<KeyListing>, KeyError> {
         .collect())
 }
 
-/// Revokes a key; every collector refuses it within [`REFRESH`].
-/// Revokes a key; returns when it was first revoked (revoking again keeps
-/// that time).
+/// Revokes a key; every collector refuses it within [`REFRESH`]. Returns
+/// when it was first revoked (revoking again keeps that time).
 pub async fn revoke(pool: &Pool, id: Uuid) -> Result<chrono::DateTime<chrono::Utc>, KeyError> {
     let client = pool.get().await?;
     let row = client

@@ -35,7 +35,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// body would otherwise hold the process for the collector's 30 s body
 /// timeout, past Kubernetes' grace period (30 s, with a 5 s preStop and up
 /// to 10 s of producer flush after this). A request waiting for Kafka's
-/// acknowledgement takes at most the delivery timeout (5 s by default).
+/// acknowledgement usually ends at the delivery timeout (5 s by default),
+/// but not while its produce request is outstanding at a slow broker.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops

@@ -12,7 +12,7 @@ pub(crate) enum Command {
         #[arg(long, value_parser = key_name)]
         name: String,
         /// A community the key may write events of (repeat for several).
-        #[arg(long = "community", required_unless_present = "all_communities", value_parser = community)]
+        #[arg(long = "community", required_unless_present = "all_communities", value_parser = super::community)]
         communities: Vec<Uuid>,
         /// The key may write events of every community (and system events).
         #[arg(long, conflicts_with = "communities")]
@@ -39,16 +39,6 @@ fn key_name(value: &str) -> Result<String, String> {
         0 => Err("a key needs a name (what it is for)".into()),
         _ => Err("at most 200 characters".into()),
     }
-}
-
-fn community(value: &str) -> Result<Uuid, String> {
-    let id = Uuid::parse_str(value).map_err(|e| format!("not a UUID: {e}"))?;
-    if id.is_nil() || id.is_max() {
-        // The rollups keep events without a community and every community
-        // together under these two ids.
-        return Err("the nil and the max UUID name no community".into());
-    }
-    Ok(id)
 }
 
 pub(crate) async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {

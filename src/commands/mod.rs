@@ -13,6 +13,17 @@ pub(crate) mod retention;
 pub(crate) mod rollups;
 pub(crate) mod token;
 
+/// A `--community` flag (`keys create`, `token`): a UUID, not the nil or
+/// the max one, under which the rollups keep events without a community
+/// and every community together.
+pub(crate) fn community(value: &str) -> Result<uuid::Uuid, String> {
+    let id = uuid::Uuid::parse_str(value).map_err(|e| format!("not a UUID: {e}"))?;
+    if id.is_nil() || id.is_max() {
+        return Err("the nil and the max UUID name no community".into());
+    }
+    Ok(id)
+}
+
 /// A date flag (`--from`, `--to`, `--before`): `YYYY-MM-DD` (midnight UTC)
 /// or RFC 3339.
 pub(crate) fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
