@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use activity_core::config::{GlobalArgs, Settings};
+use activity_core::config::{GlobalArgs, LogFormat, Settings};
 
 mod commands;
 
@@ -63,8 +63,23 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.global)?;
-    activity_core::telemetry::init(settings.log_format);
-    match cli.command {
+    let log_format = settings.log_format;
+    activity_core::telemetry::init(log_format);
+    let result = run(cli.command, settings).await;
+    match result {
+        // With JSON logs (staging, prod) the error that ends the process is
+        // one more JSON line, at level ERROR, where a log pipeline looks for
+        // it; anyhow's `Error: …` text is for a terminal.
+        Err(error) if log_format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) => {
+            tracing::error!(error = format!("{error:#}"), "the command failed");
+            std::process::exit(1)
+        }
+        result => result,
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Migrate(args) => commands::migrate::run(settings, args).await,
         Command::Consume(args) => commands::consume::run(settings, args).await,
         Command::Produce(args) => commands::produce::run(settings, args).await,

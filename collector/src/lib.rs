@@ -63,6 +63,8 @@ pub enum BuildError {
     Listen(String, std::io::Error),
     #[error("invalid DATABASE_URL: {0}")]
     Database(String),
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(String),
     #[error("producer: {0}")]
     Producer(#[from] activity_producer::TrackError),
 }
@@ -99,7 +101,9 @@ impl Application {
         let collector = Collector {
             tracker: Tracker::new(&producer_settings)?,
             keys: KeyCache::default(),
-            limiter: RateLimiter::new(&config.redis_url, ingest::MAX_EVENTS as u32).await,
+            limiter: RateLimiter::new(&config.redis_url, ingest::MAX_EVENTS as u32)
+                .await
+                .map_err(BuildError::Redis)?,
             spam: SpamFilter::new(config.spam_threshold, config.spam_window),
             default_limits: config.default_limits,
             trusted_proxies: config.trusted_proxies.clone(),

@@ -100,7 +100,7 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 /// without Redis never used it again, and one that lost it spent about
 /// 1.5 s of every request on a reconnect attempt.
 struct Redis {
-    client: Option<redis::Client>,
+    client: redis::Client,
     manager: Mutex<Option<redis::aio::ConnectionManager>>,
     degraded: AtomicBool,
     probing: AtomicBool,
@@ -149,9 +149,7 @@ impl Redis {
     /// Starts a probe of Redis unless one runs or the last failed less than
     /// [`REDIS_RETRY`] ago.
     fn probe(self: &Arc<Self>) {
-        let Some(client) = self.client.clone() else {
-            return; // an invalid REDIS_URL: local for good
-        };
+        let client = self.client.clone();
         if Instant::now() < *self.retry_at.lock().unwrap_or_else(|e| e.into_inner())
             || self.probing.swap(true, Ordering::AcqRel)
         {
@@ -182,24 +180,17 @@ impl Redis {
 
 impl RateLimiter {
     /// Connects to Redis at `url`; without an answer the limiter starts in
-    /// its local mode and keeps trying Redis in the background.
-    pub async fn new(url: &str, max_events: u32) -> Self {
-        let client = match redis::Client::open(url) {
-            Ok(client) => Some(client),
+    /// its local mode and keeps trying Redis in the background. A URL that
+    /// is not a Redis URL is an error: a typo would otherwise leave every
+    /// replica on local limits for good, behind a warning.
+    pub async fn new(url: &str, max_events: u32) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let manager = match Redis::connect(&client).await {
+            Ok(manager) => Some(manager),
             Err(error) => {
-                tracing::warn!(%error, "invalid REDIS_URL: rate limits are local to this replica");
+                tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
                 None
             }
-        };
-        let manager = match &client {
-            Some(client) => match Redis::connect(client).await {
-                Ok(manager) => Some(manager),
-                Err(error) => {
-                    tracing::warn!(%error, "Redis unavailable: rate limits are local to this replica");
-                    None
-                }
-            },
-            None => None,
         };
         let degraded = AtomicBool::new(manager.is_none());
         let redis = Arc::new(Redis {
@@ -223,12 +214,12 @@ impl RateLimiter {
                 }
             }
         });
-        Self {
+        Ok(Self {
             redis,
             script: Arc::new(redis::Script::new(SCRIPT)),
             local: Arc::default(),
             max_events,
-        }
+        })
     }
 
     /// Whether the limits are local to this replica right now (Redis down).
@@ -306,9 +297,27 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_redis_url_that_is_not_one_is_refused() {
+        for url in [
+            "redis//127.0.0.1:6379",
+            "http://127.0.0.1:6379",
+            "redis://127.0.0.1:port",
+            "",
+        ] {
+            let refused = RateLimiter::new(url, 500).await.err();
+            assert!(refused.is_some(), "{url:?} is refused");
+        }
+        // Unreachable is not invalid: local limits until Redis answers.
+        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500).await;
+        assert!(limiter.is_ok_and(|limiter| limiter.degraded()));
+    }
+
+    #[tokio::test]
     async fn local_buckets_allow_the_burst_then_limit() {
         // Nothing listens on port 1: the limiter is local from the start.
-        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500).await;
+        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500)
+            .await
+            .expect("a Redis URL");
         assert!(limiter.degraded());
         let key = Uuid::new_v4();
         let limits = Limits {
@@ -336,7 +345,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let port = listener.local_addr().expect("address").port();
         drop(listener);
-        let limiter = RateLimiter::new(&format!("redis://127.0.0.1:{port}"), 500).await;
+        let limiter = RateLimiter::new(&format!("redis://127.0.0.1:{port}"), 500)
+            .await
+            .expect("a Redis URL");
         assert!(limiter.degraded());
         let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -366,7 +377,9 @@ mod tests {
         );
         // And the limits are Redis': a key charged through this replica is
         // limited through another one that always had Redis.
-        let other = RateLimiter::new("redis://127.0.0.1:6379", 500).await;
+        let other = RateLimiter::new("redis://127.0.0.1:6379", 500)
+            .await
+            .expect("a Redis URL");
         assert!(!other.degraded());
         let key = Uuid::new_v4();
         let two = Limits {
@@ -383,7 +396,9 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_limited_by_their_count() {
-        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500).await;
+        let limiter = RateLimiter::new("redis://127.0.0.1:1", 500)
+            .await
+            .expect("a Redis URL");
         let key = Uuid::new_v4();
         let limits = Limits {
             requests_per_second: 1_000,

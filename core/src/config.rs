@@ -488,18 +488,19 @@ fn check_brokers(brokers: &str) -> Result<(), ConfigError> {
 
 /// What `prod` refuses of a database URL (`name` says which setting it
 /// is): no password or a well-known default one, unless the login is by
-/// certificate (`sslmode=verify-full`).
+/// certificate (`sslmode=verify-full`) or over a Unix socket (peer
+/// authentication). A URL that does not parse is left to its first use,
+/// which names what is wrong with it.
 pub fn check_prod_database_url(name: &str, url: &str) -> Result<(), ConfigError> {
-    let password = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-        .unwrap_or_default();
+    let Some(login) = crate::database::login(url) else {
+        return Ok(());
+    };
     const DEFAULTS: [&str; 6] = ["", "postgres", "password", "admin", "secret", "changeme"];
-    if DEFAULTS.contains(&password.as_str()) && !url.contains("sslmode=verify-full") {
+    if DEFAULTS.contains(&login.password.as_str()) && !login.verify_full && !login.sockets_only {
         return Err(ConfigError::Invalid(format!(
             "prod refuses a {name} without a password or with a default one \
              (postgres, password, admin, secret, changeme); certificate login needs \
-             sslmode=verify-full"
+             sslmode=verify-full, peer login a Unix socket (host=/var/run/postgresql)"
         )));
     }
     Ok(())
@@ -626,6 +627,14 @@ mod tests {
         assert!(prod("postgres://app:password@db.internal/activity").is_err());
         assert!(prod("postgres://app:Xk9-long-random@db.internal/activity").is_ok());
         assert!(prod("postgres://app@db.internal/activity?sslmode=verify-full").is_ok());
+        // The key=value form is read too: its password was not seen.
+        assert!(prod("host=db.internal user=app password=Xk9-long-random dbname=a").is_ok());
+        assert!(prod("host=db.internal user=app password=postgres dbname=a").is_err());
+        assert!(prod("host=db.internal user=app dbname=a").is_err());
+        // Peer login over a Unix socket needs no password.
+        assert!(prod("postgres://app@%2Fvar%2Frun%2Fpostgresql/activity").is_ok());
+        assert!(prod("host=/var/run/postgresql user=app dbname=a").is_ok());
+        assert!(prod("host=/var/run/postgresql,db.internal user=app dbname=a").is_err());
         // dev takes the laptop defaults.
         let mut dev = Settings::from_toml("dev", AppEnv::Dev.builtin_profile()).unwrap();
         dev.app_env = Some(AppEnv::Dev);

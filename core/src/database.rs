@@ -15,6 +15,11 @@
 //! used (libpq reads `~/.postgresql/root.crt` instead). `tokio-postgres`
 //! knows neither `verify-*` nor `sslrootcert`, so they are read here and taken
 //! out of the URL before it is parsed. TLS is rustls, as for object storage.
+//!
+//! A Unix socket (`postgres://user@%2Fvar%2Frun%2Fpostgresql/db`, or
+//! `?host=/var/run/postgresql`) never speaks TLS, as with libpq: PostgreSQL
+//! does not offer it there, so when every host is a socket `sslmode` is
+//! ignored.
 
 use std::sync::Arc;
 
@@ -27,14 +32,15 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A database to connect to: the parsed URL and the TLS its `sslmode` asks for.
 #[derive(Clone)]
 pub struct Target {
     pub config: tokio_postgres::Config,
-    tls: MakeRustlsConnect,
+    tls: Tls,
 }
 
 impl std::str::FromStr for Target {
@@ -63,8 +69,15 @@ impl std::str::FromStr for Target {
                 ))
             }
         };
-        config.ssl_mode(ssl_mode);
-        let tls = MakeRustlsConnect::new(client_config(check, ssl.root_cert.as_deref())?);
+        config.ssl_mode(if sockets_only(&config) {
+            SslMode::Disable
+        } else {
+            ssl_mode
+        });
+        let tls = Tls(MakeRustlsConnect::new(client_config(
+            check,
+            ssl.root_cert.as_deref(),
+        )?));
         Ok(Self { config, tls })
     }
 }
@@ -97,6 +110,67 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
         .max_size(size.max(1))
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// Whether every host is a Unix socket (a URL names at least one).
+fn sockets_only(config: &tokio_postgres::Config) -> bool {
+    config
+        .get_hosts()
+        .iter()
+        .all(|host| !matches!(host, Host::Tcp(_)))
+}
+
+/// How a URL logs in, for `prod`'s check of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Login {
+    /// The password it gives (empty without one).
+    pub password: String,
+    /// `sslmode=verify-full`: a certificate login is possible.
+    pub verify_full: bool,
+    /// Every host is a Unix socket: the server can know the client's
+    /// operating-system user (peer authentication).
+    pub sockets_only: bool,
+}
+
+/// How `url` logs in, in either form of connection string; `None` when it
+/// does not parse (connecting with it says why).
+pub fn login(url: &str) -> Option<Login> {
+    let (rest, ssl) = take_ssl_options(url).ok()?;
+    let config: tokio_postgres::Config = rest.parse().ok()?;
+    if config.get_hosts().is_empty() {
+        return None;
+    }
+    Some(Login {
+        password: String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
+        verify_full: ssl.mode.as_deref() == Some("verify-full"),
+        sockets_only: sockets_only(&config),
+    })
+}
+
+/// rustls, asked for a connector for each host. `tokio-postgres` names no
+/// host for a Unix socket, and rustls refuses an empty name, which failed
+/// every socket connection before any `sslmode` was looked at. The name given
+/// in its place is never used: PostgreSQL answers "no TLS" on a socket, and
+/// `tokio-postgres` never starts a handshake without a host name.
+#[derive(Clone)]
+struct Tls(MakeRustlsConnect);
+
+impl<S> MakeTlsConnect<S> for Tls
+where
+    MakeRustlsConnect: MakeTlsConnect<S>,
+{
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<S>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, hostname: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let name = if hostname.is_empty() {
+            "unix-socket.invalid"
+        } else {
+            hostname
+        };
+        self.0.make_tls_connect(name)
+    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -908,6 +908,26 @@ async fn without_redis_the_collector_limits_locally_and_says_so() {
         metrics.contains("collector_rate_limits_local 1"),
         "{metrics}"
     );
+    // Unreachable is not invalid: a URL that is not Redis's (a typo) stops
+    // the collector at start; it had run on local limits for good.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(["collect", "--listen", "127.0.0.1:0"])
+            .env("APP_ENV", "dev")
+            .env("DATABASE_URL", &db.url)
+            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_TOPIC", &topic.name)
+            .env("REDIS_URL", "http://127.0.0.1:6379")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the collector stops at once")
+    .expect("activity runs");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("invalid REDIS_URL"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

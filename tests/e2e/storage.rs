@@ -275,6 +275,84 @@ async fn the_database_is_reached_over_tls_as_sslmode_says() {
     );
 }
 
+/// A Unix socket, as a sidecar or a local server offers it, is reached
+/// whatever `sslmode` says, without TLS, as with libpq: every socket URL
+/// failed with "invalid dns name" before any query (rustls was asked for a
+/// connector named "").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_a_unix_socket() {
+    use activity_core::database::Target;
+    let db = TestDb::new().await;
+    let server = db.client().await;
+    let directories: String = server
+        .query_one("SHOW unix_socket_directories", &[])
+        .await
+        .expect("socket directories")
+        .get(0);
+    let directory = directories
+        .split(',')
+        .map(str::trim)
+        .find(|d| !d.is_empty() && !d.starts_with('@'))
+        .expect("the server listens on a socket in a directory")
+        .to_owned();
+    let encoded = directory.replace('/', "%2F");
+    async fn over_a_socket(url: &str) -> Result<(bool, bool), String> {
+        let target: Target = url.parse()?;
+        let client = target.connect().await.map_err(|e| format!("{e:?}"))?;
+        let row = client
+            .query_one(
+                "SELECT a.client_addr IS NULL, s.ssl FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((row.get(0), row.get(1)))
+    }
+    for url in [
+        format!("postgres://postgres@{encoded}/{}", db.name),
+        format!("postgres://postgres@{encoded}/{}?sslmode=require", db.name),
+        format!("postgres://postgres@{encoded}/{}?sslmode=disable", db.name),
+        format!("postgres:///{}?user=postgres&host={directory}", db.name),
+        format!(
+            "host={directory} user=postgres dbname={} sslmode=verify-full",
+            db.name
+        ),
+    ] {
+        assert_eq!(
+            over_a_socket(&url).await,
+            Ok((true, false)),
+            "{url}: a socket connection, without TLS"
+        );
+    }
+    // The pools every process uses, and a process: `activity partitions list`.
+    let url = format!("postgres://postgres@{encoded}/{}", db.name);
+    let pool = activity_core::database::pool(&url, 1).expect("a pool");
+    let client = pool.get().await.expect("a socket connection from the pool");
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("a query")
+        .get(0);
+    assert_eq!(one, 1);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["partitions", "list"])
+        .env("DATABASE_URL", &url)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("activity runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("activities_p"),
+        "the partitions are listed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
 /// `rollups rebuild` works only where events can be (2000-01-01 to now):
 /// a mistyped year had spent minutes on a century of empty weeks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,4 +382,47 @@ async fn a_rebuild_is_cut_to_where_events_can_be() {
             "{said}"
         );
     }
+}
+
+/// Where logs are JSON (`staging`, `prod`), the error that ends a process
+/// is a JSON line at level ERROR too, so a log pipeline that parses every
+/// line (and alerts on ERROR) sees it; it was anyhow's plain `Error: …`.
+#[test]
+fn a_fatal_error_is_a_json_line_where_logs_are_json() {
+    let run = |app_env: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(["partitions", "list"])
+            // Nothing listens on port 1.
+            .env(
+                "DATABASE_URL",
+                "postgres://app:Xk9-long-random@127.0.0.1:1/activity",
+            )
+            .env("APP_ENV", app_env)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("activity runs")
+    };
+    let output = run("staging");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().expect("a line");
+    let line: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is JSON ({e}): {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let error = line["error"].as_str().expect("the error");
+    assert!(error.contains("Connection refused"), "{error}");
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "every line is JSON: {line}"
+        );
+    }
+    // A terminal's text where logs are text.
+    let output = run("dev");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("Error: ") && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
 }
