@@ -282,9 +282,8 @@ async fn the_database_is_reached_over_tls_as_sslmode_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_is_reached_over_a_unix_socket() {
     use activity_core::database::Target;
-    let db = TestDb::new().await;
-    let server = db.client().await;
-    let directories: String = server
+    let directories: String = TestDb::admin()
+        .await
         .query_one("SHOW unix_socket_directories", &[])
         .await
         .expect("socket directories")
@@ -296,6 +295,20 @@ async fn the_database_is_reached_over_a_unix_socket() {
         .expect("the server listens on a socket in a directory")
         .to_owned();
     let encoded = directory.replace('/', "%2F");
+    // `activity migrate` creates the database and migrates it over the socket.
+    let db = TestDb::not_created();
+    let url = format!("postgres://postgres@{encoded}/{}", db.name);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+        .args(["migrate", "--skip-topics"])
+        .env("DATABASE_URL", &url)
+        .env("APP_ENV", "dev")
+        .output()
+        .expect("activity runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     async fn over_a_socket(url: &str) -> Result<(bool, bool), String> {
         let target: Target = url.parse()?;
         let client = target.connect().await.map_err(|e| format!("{e:?}"))?;
@@ -326,7 +339,6 @@ async fn the_database_is_reached_over_a_unix_socket() {
         );
     }
     // The pools every process uses, and a process: `activity partitions list`.
-    let url = format!("postgres://postgres@{encoded}/{}", db.name);
     let pool = activity_core::database::pool(&url, 1).expect("a pool");
     let client = pool.get().await.expect("a socket connection from the pool");
     let one: i32 = client
