@@ -49,13 +49,7 @@ impl std::str::FromStr for Target {
     /// Parses a `postgres://` URL or a `key=value` connection string. The
     /// error is the URL's, as text, without the URL (it may hold a password).
     fn from_str(url: &str) -> Result<Self, String> {
-        let (rest, ssl) = take_ssl_options(url)?;
-        let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
-        if config.get_hosts().is_empty() {
-            // Found here rather than at the first connection, where the
-            // pool's message named neither the setting nor the fix.
-            return Err("no host given (postgres://user:password@host:5432/database)".into());
-        }
+        let (mut config, ssl) = parse(url)?;
         let mode = ssl.mode.as_deref().unwrap_or("prefer");
         let (ssl_mode, check) = match (mode, &ssl.root_cert) {
             ("disable", _) => (SslMode::Disable, Check::Nothing),
@@ -112,6 +106,18 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The URL parsed, without its TLS options, and those options. A URL must
+/// name a host: found here rather than at the first connection, where the
+/// pool's message named neither the setting nor the fix.
+fn parse(url: &str) -> Result<(tokio_postgres::Config, SslOptions), String> {
+    let (rest, ssl) = take_ssl_options(url)?;
+    let config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+    if config.get_hosts().is_empty() {
+        return Err("no host given (postgres://user:password@host:5432/database)".into());
+    }
+    Ok((config, ssl))
+}
+
 /// Whether every host is a Unix socket (a URL names at least one).
 fn sockets_only(config: &tokio_postgres::Config) -> bool {
     config
@@ -121,7 +127,7 @@ fn sockets_only(config: &tokio_postgres::Config) -> bool {
 }
 
 /// How a URL logs in, for `prod`'s check of it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Login {
     /// The password it gives (empty without one).
     pub password: String,
@@ -135,11 +141,7 @@ pub struct Login {
 /// How `url` logs in, in either form of connection string; `None` when it
 /// does not parse (connecting with it says why).
 pub fn login(url: &str) -> Option<Login> {
-    let (rest, ssl) = take_ssl_options(url).ok()?;
-    let config: tokio_postgres::Config = rest.parse().ok()?;
-    if config.get_hosts().is_empty() {
-        return None;
-    }
+    let (config, ssl) = parse(url).ok()?;
     Some(Login {
         password: String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
         verify_full: ssl.mode.as_deref() == Some("verify-full"),

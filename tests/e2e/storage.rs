@@ -298,17 +298,21 @@ async fn the_database_is_reached_over_a_unix_socket() {
     // `activity migrate` creates the database and migrates it over the socket.
     let db = TestDb::not_created();
     let url = format!("postgres://postgres@{encoded}/{}", db.name);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
-        .args(["migrate", "--skip-topics"])
-        .env("DATABASE_URL", &url)
-        .env("APP_ENV", "dev")
-        .output()
-        .expect("activity runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let activity = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("APP_ENV", "dev")
+            .output()
+            .expect("activity runs");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    activity(&["migrate", "--skip-topics"]);
     async fn over_a_socket(url: &str) -> Result<(bool, bool), String> {
         let target: Target = url.parse()?;
         let client = target.connect().await.map_err(|e| format!("{e:?}"))?;
@@ -347,21 +351,10 @@ async fn the_database_is_reached_over_a_unix_socket() {
         .expect("a query")
         .get(0);
     assert_eq!(one, 1);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
-        .args(["partitions", "list"])
-        .env("DATABASE_URL", &url)
-        .env("APP_ENV", "dev")
-        .output()
-        .expect("activity runs");
+    let listed = activity(&["partitions", "list"]);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("activities_p"),
-        "the partitions are listed: {}",
-        String::from_utf8_lossy(&output.stdout)
+        listed.contains("activities_p"),
+        "the partitions are listed: {listed}"
     );
 }
 
