@@ -60,22 +60,45 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
-    let settings = Settings::load(&cli.global)?;
-    let log_format = settings.log_format;
-    activity_core::telemetry::init(log_format);
-    let result = run(cli.command, settings).await;
-    match result {
-        // With JSON logs (staging, prod) the error that ends the process is
-        // one more JSON line, at level ERROR, where a log pipeline looks for
-        // it; anyhow's `Error: …` text is for a terminal.
-        Err(error) if log_format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) => {
-            tracing::error!(error = format!("{error:#}"), "the command failed");
-            std::process::exit(1)
+    let (result, log_format) = match Settings::load(&cli.global) {
+        Ok(settings) => {
+            let log_format = settings.log_format;
+            activity_core::telemetry::init(log_format);
+            (run(cli.command, settings).await, Some(log_format))
         }
-        result => result,
+        Err(error) => (Err(error.into()), None),
+    };
+    let Err(error) = result else { return };
+    let text = report(&error);
+    // With JSON logs (staging, prod) the error that ends the process is one
+    // more JSON line, at level ERROR, where a log pipeline looks for it; a
+    // terminal gets one line of text.
+    if log_format == Some(LogFormat::Json) && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = text, "the command failed");
+    } else {
+        eprintln!("Error: {text}");
     }
+    std::process::exit(1)
+}
+
+/// An error and its causes on one line, each cause only where the text
+/// before it does not already hold it: many errors print their cause
+/// inside their own text and also give it as their source (thiserror's
+/// `#[error("database: {0}")] Database(#[from] …)`, tokio-postgres'
+/// `error connecting to server: <io error>`), which anyhow's report printed
+/// twice.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -94,5 +117,38 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Retention(command) => commands::retention::run(settings, command).await,
         Command::Archive(args) => commands::retention::archive(settings, args).await,
         Command::Restore(args) => commands::retention::restore(settings, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    /// Tells its cause and gives it as its source, as
+    /// `#[error("database: {0}")] Database(#[from] …)` does.
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "database: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeats {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_report_tells_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        // A cause already in its error's text is not told again.
+        let error = anyhow::Error::from(Repeats(io())).context("partitions");
+        assert_eq!(report(&error), "partitions: database: refused");
+        // One that is not, is.
+        let error = anyhow::Error::from(io()).context("reading the manifest");
+        assert_eq!(report(&error), "reading the manifest: refused");
     }
 }

@@ -9,9 +9,8 @@
 //! second transaction imports the first one's snapshot (`pg_export_snapshot`,
 //! as `pg_dump --jobs` does), so the response is still one snapshot.
 
-use std::time::Duration;
-
-use deadpool_postgres::{Object, Pool, Timeouts, Transaction};
+use activity_core::database::{Object, Pool};
+use deadpool_postgres::Transaction;
 use tokio_postgres::IsolationLevel;
 
 use crate::auth::{Caller, Role};
@@ -132,11 +131,7 @@ impl Reader {
     /// second connections).
     pub async fn get(pool: &Pool) -> Result<Self, ApiError> {
         let lead = pool.get().await?;
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..Timeouts::default()
-        };
-        let helper = pool.timeout_get(&now).await.ok();
+        let helper = pool.get_now().await;
         Ok(Self { lead, helper })
     }
 

@@ -1,6 +1,7 @@
 //! The API's one error type, its status codes and the SPEC's error body:
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use activity_core::database::{ConnectError, PoolError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,7 +25,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// The database cannot answer now (down, overloaded, timed out).
     #[error("the database is unavailable; retry later")]
-    Unavailable(#[source] Option<tokio_postgres::Error>),
+    /// What went wrong, for the log (the caller sees only that it did).
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -63,7 +65,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         match &self {
             Self::Internal(detail) => tracing::error!(detail, "internal error"),
-            Self::Unavailable(Some(error)) => tracing::warn!(%error, "database unavailable"),
+            Self::Unavailable(error) => tracing::warn!(%error, "database unavailable"),
             _ => {}
         }
         let body = ErrorBody {
@@ -78,36 +80,45 @@ impl IntoResponse for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> Self {
-        let class = error
-            .code()
-            .map(|c| c.code().get(..2).unwrap_or("").to_owned());
-        match class.as_deref() {
-            // Connection, resources, operator intervention (statement timeout
-            // is 57014), transaction conflicts, and a database that refuses
-            // the API's login or does not exist (a deployment's fault, not
-            // the request's): the caller may retry.
-            None | Some("08" | "53" | "57" | "40" | "28" | "3D") => Self::Unavailable(Some(error)),
-            _ => Self::Internal(match error.as_db_error() {
-                Some(db) => format!(
-                    "{} ({}){}",
-                    db.message(),
-                    db.code().code(),
-                    db.where_().map(|w| format!(" at {w}")).unwrap_or_default()
-                ),
-                None => error.to_string(),
-            }),
+        let text = match error.as_db_error() {
+            Some(db) => format!(
+                "{} ({}){}",
+                db.message(),
+                db.code().code(),
+                db.where_().map(|w| format!(" at {w}")).unwrap_or_default()
+            ),
+            None => error.to_string(),
+        };
+        Self::classify(&error, text)
+    }
+}
+
+impl From<ConnectError> for ApiError {
+    fn from(error: ConnectError) -> Self {
+        Self::classify(error.postgres(), error.to_string())
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Connect(e) => e.into(),
+            PoolError::Pool(_) => Self::Unavailable(error.to_string()),
         }
     }
 }
 
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        match error {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => {
-                tracing::warn!(error = %other, "no database connection");
-                Self::Unavailable(None)
-            }
+impl ApiError {
+    /// A database error, by its SQLSTATE, told in the log as `text`.
+    fn classify(error: &tokio_postgres::Error, text: String) -> Self {
+        let class = error.code().map(|c| c.code().get(..2).unwrap_or(""));
+        match class {
+            // Connection, resources, operator intervention (statement timeout
+            // is 57014), transaction conflicts, and a database that refuses
+            // the API's login or does not exist (a deployment's fault, not
+            // the request's): the caller may retry.
+            None | Some("08" | "53" | "57" | "40" | "28" | "3D") => Self::Unavailable(text),
+            _ => Self::Internal(text),
         }
     }
 }

@@ -21,9 +21,9 @@ pub mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use activity_core::database::Pool;
 use axum::routing::get;
 use axum::{Json, Router};
-use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

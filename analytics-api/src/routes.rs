@@ -590,10 +590,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
                     e.as_db_error()
                         .map_or_else(|| e.to_string(), |db| db.message().to_owned())
                 }),
-            Err(deadpool_postgres::PoolError::Backend(e)) => Err(e
-                .as_db_error()
-                .map_or_else(|| format!("{e:#}"), |db| db.message().to_owned())),
-            Err(other) => Err(other.to_string()),
+            Err(e) => Err(e.to_string()),
         };
         checked.err().map(|reason| {
             tracing::warn!(%reason, "not ready: the database does not answer");

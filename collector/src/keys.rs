@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use activity_core::database::Pool;
 use base64::Engine as _;
-use deadpool_postgres::Pool;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -88,8 +88,8 @@ fn to_u32(value: Option<i32>) -> Option<u32> {
 pub enum KeyError {
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Pool(#[from] activity_core::database::PoolError),
     #[error("no key with id {0}")]
     NotFound(Uuid),
 }

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use activity_core::config::Settings;
+use activity_core::database::Pool;
 use activity_producer::Tracker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;

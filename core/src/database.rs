@@ -20,10 +20,16 @@
 //! `?host=/var/run/postgresql`) never speaks TLS, as with libpq: PostgreSQL
 //! does not offer it there, so when every host is a socket `sslmode` is
 //! ignored.
+//!
+//! A connection that cannot be made says where it was going
+//! ([`ConnectError`]: `cannot connect to postgres://user@host:5432/db: …`,
+//! never the password), so an operator with several URLs (`DATABASE_URL`,
+//! `DATABASE_READ_URL`) sees which one is wrong.
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -78,8 +84,15 @@ impl std::str::FromStr for Target {
 
 impl Target {
     /// One connection, its connection task spawned on the current runtime.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, ConnectError> {
+        let (client, connection) =
+            self.config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|error| ConnectError {
+                    place: Place(&self.config).to_string(),
+                    error,
+                })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "database connection closed");
@@ -89,10 +102,58 @@ impl Target {
     }
 }
 
+/// A pool of connections to one database ([`pool`]), deadpool's, whose
+/// errors say which database could not be reached (deadpool's own text,
+/// `Error occurred while creating a new object: …`, repeated its cause and
+/// named no host).
+#[derive(Clone)]
+pub struct Pool(managed::Pool<Connector>);
+
+/// A connection taken from a [`Pool`]; it goes back when dropped.
+pub type Object = managed::Object<Connector>;
+
+impl Pool {
+    /// A connection, waiting for one to come back when all are in use.
+    pub async fn get(&self) -> Result<Object, PoolError> {
+        self.0.get().await.map_err(PoolError::from)
+    }
+
+    /// A connection only if one is idle or may be opened now, without
+    /// waiting for another to come back.
+    pub async fn get_now(&self) -> Option<Object> {
+        let now = managed::Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            ..managed::Timeouts::default()
+        };
+        self.0.timeout_get(&now).await.ok()
+    }
+}
+
+/// Why a [`Pool`] gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The database could not be reached, or refused the login.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The pool's own: a timeout, or a closed pool.
+    #[error("no database connection: {0}")]
+    Pool(String),
+}
+
+impl From<managed::PoolError<ConnectError>> for PoolError {
+    fn from(error: managed::PoolError<ConnectError>) -> Self {
+        match error {
+            managed::PoolError::Backend(e) => Self::Connect(e),
+            other => Self::Pool(other.to_string()),
+        }
+    }
+}
+
 /// A pool of at most `size` connections to `url`; nothing connects until a
 /// connection is asked for. The error is the URL's or the pool's, as text.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
     let target: Target = url.parse()?;
+    let place = Place(&target.config).to_string();
     let manager = Manager::from_config(
         target.config,
         target.tls,
@@ -100,10 +161,126 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    managed::Pool::builder(Connector { manager, place })
         .max_size(size.max(1))
         .build()
+        .map(Pool)
         .map_err(|e| e.to_string())
+}
+
+/// deadpool-postgres' manager, with its connection errors naming the
+/// database they were for: its own say only `error connecting to server`.
+pub struct Connector {
+    manager: Manager,
+    place: String,
+}
+
+impl managed::Manager for Connector {
+    type Type = ClientWrapper;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<ClientWrapper, ConnectError> {
+        managed::Manager::create(&self.manager)
+            .await
+            .map_err(|error| ConnectError {
+                place: self.place.clone(),
+                error,
+            })
+    }
+
+    async fn recycle(
+        &self,
+        client: &mut ClientWrapper,
+        metrics: &Metrics,
+    ) -> RecycleResult<ConnectError> {
+        managed::Manager::recycle(&self.manager, client, metrics)
+            .await
+            .map_err(|e| match e {
+                RecycleError::Message(message) => RecycleError::Message(message),
+                RecycleError::Backend(error) => RecycleError::Backend(ConnectError {
+                    place: self.place.clone(),
+                    error,
+                }),
+            })
+    }
+
+    fn detach(&self, client: &mut ClientWrapper) {
+        managed::Manager::detach(&self.manager, client);
+    }
+}
+
+/// A connection the pool could not open, and where to. Its text is whole
+/// (`cannot connect to postgres://app@db:5432/activity: Connection refused
+/// (os error 111)`; the server's own message when it refused the login);
+/// [`ConnectError::postgres`] is the driver's error, for its SQLSTATE.
+#[derive(Debug)]
+pub struct ConnectError {
+    place: String,
+    error: tokio_postgres::Error,
+}
+
+impl ConnectError {
+    pub fn postgres(&self) -> &tokio_postgres::Error {
+        &self.error
+    }
+
+    pub fn into_postgres(self) -> tokio_postgres::Error {
+        self.error
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::error::Error as _;
+        write!(f, "cannot connect to {}: ", self.place)?;
+        // The driver's text is "error connecting to server: <cause>"; the
+        // cause (or the server's message) is what says what went wrong.
+        match (self.error.as_db_error(), self.error.source()) {
+            (Some(db), _) => write!(f, "{} ({})", db.message(), db.code().code()),
+            (None, Some(cause)) => write!(f, "{cause}"),
+            (None, None) => write!(f, "{}", self.error),
+        }
+    }
+}
+
+// No `source()`: the text already holds the cause, and error reports that
+// walk the chain (`{:#}`) would print it twice.
+impl std::error::Error for ConnectError {}
+
+/// A connection string's destination as a password-free URL:
+/// `postgres://user@host:port[,host:port]/database`.
+struct Place<'a>(&'a tokio_postgres::Config);
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config = self.0;
+        f.write_str("postgres://")?;
+        if let Some(user) = config.get_user() {
+            write!(f, "{user}@")?;
+        }
+        let ports = config.get_ports();
+        for (i, host) in config.get_hosts().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match host {
+                Host::Tcp(name) if name.contains(':') => write!(f, "[{name}]")?,
+                Host::Tcp(name) => f.write_str(name)?,
+                Host::Unix(path) => write!(f, "{}", path.display())?,
+            }
+            // One port for every host, or one each, as libpq reads them.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            write!(f, ":{port}")?;
+        }
+        write!(
+            f,
+            "/{}",
+            config
+                .get_dbname()
+                .or(config.get_user())
+                .unwrap_or("postgres")
+        )
+    }
 }
 
 /// The URL parsed, without its TLS options, and those options. A URL must
@@ -379,6 +556,33 @@ impl ServerCertVerifier for AnyName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_error_names_the_database_without_the_password() {
+        let place = |url: &str| {
+            let (config, _) = parse(url).expect("a URL");
+            Place(&config).to_string()
+        };
+        assert_eq!(
+            place("postgres://app:s3cret@db.internal:6432/activity?sslmode=require"),
+            "postgres://app@db.internal:6432/activity"
+        );
+        // No port: 5432; no database: the user's name, as PostgreSQL does.
+        assert_eq!(place("postgres://app@db"), "postgres://app@db:5432/app");
+        assert_eq!(
+            place("host=a,b port=1,2 user=app password=s3cret dbname=x"),
+            "postgres://app@a:1,b:2/x"
+        );
+        assert_eq!(place("host=a,b port=7 dbname=x"), "postgres://a:7,b:7/x");
+        assert_eq!(
+            place("postgres://app@[::1]:5433/x"),
+            "postgres://app@[::1]:5433/x"
+        );
+        assert_eq!(
+            place("postgres://app@%2Fvar%2Frun%2Fpostgresql/x"),
+            "postgres://app@/var/run/postgresql:5432/x"
+        );
+    }
 
     fn options(mode: Option<&str>, root_cert: Option<&str>) -> SslOptions {
         SslOptions {

@@ -20,8 +20,8 @@
 //! its own files. Nothing is dropped whose archive was not read back.
 
 use activity_core::config::RetentionSettings;
+use activity_core::database::Pool;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 use serde::Serialize;
 
 use crate::codec::{self, ArchivedRow};
@@ -47,7 +47,7 @@ pub struct Archived {
 
 /// Holds the retention advisory lock for as long as it lives.
 pub struct RetentionLock {
-    client: deadpool_postgres::Object,
+    client: activity_core::database::Object,
 }
 
 impl RetentionLock {

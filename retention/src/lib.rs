@@ -52,8 +52,8 @@ impl From<tokio_postgres::Error> for RetentionError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for RetentionError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
+impl From<activity_core::database::PoolError> for RetentionError {
+    fn from(error: activity_core::database::PoolError) -> Self {
         Self::Database(error.into())
     }
 }

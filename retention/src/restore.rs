@@ -9,8 +9,8 @@
 //! month is held back from archiving for `retention.restore_hold_days`.
 
 use activity_core::config::RetentionSettings;
+use activity_core::database::Pool;
 use chrono::{DateTime, Months, Utc};
-use deadpool_postgres::Pool;
 use futures::pin_mut;
 use serde::Serialize;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;

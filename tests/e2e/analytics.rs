@@ -1423,14 +1423,7 @@ async fn row_level_security_alone_keeps_tenants_apart() {
         subject: "ca".into(),
         communities: Arc::new([a, all, Uuid::nil()].into_iter().collect()),
     };
-    let pool = {
-        let config: tokio_postgres::Config = w.db.url.parse().expect("url");
-        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-        deadpool_postgres::Pool::builder(manager)
-            .max_size(1)
-            .build()
-            .expect("pool")
-    };
+    let pool = activity_core::database::pool(&w.db.url, 1).expect("pool");
     let mut client = pool.get().await.expect("connection");
     let tx = activity_analytics_api::db::scoped(&mut client, &caller, "UTC")
         .await
@@ -2606,7 +2599,7 @@ async fn top_lists_read_the_ends_of_a_range_from_the_keys() {
 }
 
 /// An API whose database refuses it (here: the database does not exist)
-/// is not ready and says why, and a report asked of it is 503 `unavailable`
+/// is not ready and says why and where, and a report asked of it is 503 `unavailable`
 /// (it was 500 `internal`, and `/readyz` an empty 503 with nothing logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_whose_database_refuses_it_is_not_ready_and_answers_503() {
@@ -2625,6 +2618,13 @@ async fn an_api_whose_database_refuses_it_is_not_ready_and_answers_503() {
         body["reasons"][0]
             .as_str()
             .is_some_and(|r| r.starts_with("database:") && r.contains("does not exist")),
+        "{body}"
+    );
+    // Which of the process's databases it is (DATABASE_READ_URL here).
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("cannot connect to {missing}:"))),
         "{body}"
     );
     let token = admin_token();

@@ -431,3 +431,64 @@ fn a_fatal_error_is_a_json_line_where_logs_are_json() {
         "{stderr}"
     );
 }
+
+/// A database that cannot be reached is named in the error, as a URL
+/// without its password (a process may have two: `DATABASE_URL` and
+/// `DATABASE_READ_URL`), and the cause is told once. It read
+/// `Error occurred while creating a new object: error connecting to server:
+/// error connecting to server: Connection refused`, naming no host.
+#[test]
+fn an_unreachable_database_is_named_without_its_password() {
+    let run = |args: &[&str], url: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_activity"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("APP_ENV", "dev")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("activity runs");
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let secret = "Xk9-long-random";
+    // Nothing listens on port 1; the pool (partitions) and a single
+    // connection (migrate) say the same.
+    for args in [&["partitions", "list"][..], &["migrate", "--skip-topics"]] {
+        let stderr = run(
+            args,
+            &format!("postgres://app:{secret}@127.0.0.1:1/activity"),
+        );
+        assert!(
+            stderr.contains("cannot connect to postgres://app@127.0.0.1:1/"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("Connection refused").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains(secret), "{args:?}: {stderr}");
+    }
+    // The key=value form, several hosts with their ports, and a login the
+    // server refuses: its own message, with its SQLSTATE.
+    let stderr = run(
+        &["partitions", "list"],
+        &format!("host=127.0.0.1,localhost port=1,2 user=app password={secret} dbname=activity"),
+    );
+    assert!(
+        stderr.contains("cannot connect to postgres://app@127.0.0.1:1,localhost:2/activity: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
+    let absent = crate::fixtures::unique("absent");
+    let stderr = run(
+        &["partitions", "list"],
+        &format!("postgres://postgres@127.0.0.1:5432/{absent}"),
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to postgres://postgres@127.0.0.1:5432/{absent}: database \"{absent}\" does not exist (3D000)"
+        )),
+        "{stderr}"
+    );
+}

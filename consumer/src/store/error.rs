@@ -1,5 +1,6 @@
 //! Storage errors, classified by what the consumer must do about them.
 
+use activity_core::database::{ConnectError, PoolError};
 use tokio_postgres::error::SqlState;
 
 /// Why a batch was not stored.
@@ -60,6 +61,28 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
             None => error.to_string(),
         };
+        Self::classify(&error, message)
+    }
+}
+
+impl From<ConnectError> for StoreError {
+    fn from(error: ConnectError) -> Self {
+        Self::classify(error.postgres(), error.to_string())
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Connect(e) => e.into(),
+            PoolError::Pool(_) => Self::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl StoreError {
+    /// What `error` means for the batch, by its SQLSTATE, told as `message`.
+    fn classify(error: &tokio_postgres::Error, message: String) -> Self {
         let Some(code) = error.code() else {
             // No SQLSTATE: the connection itself failed.
             return Self::Unavailable(message);
@@ -80,15 +103,6 @@ impl From<tokio_postgres::Error> for StoreError {
             // over 2,704 bytes, say) is a value it refuses too.
             "22" | "23" | "54" => Self::Rejected(message),
             _ => Self::Schema(message),
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        match error {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => Self::Unavailable(other.to_string()),
         }
     }
 }

@@ -12,9 +12,9 @@ pub mod rollups;
 
 use std::collections::HashSet;
 
+use activity_core::database::Pool;
 use activity_core::ActivityEvent;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

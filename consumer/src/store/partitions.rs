@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use activity_core::database::Object as Client;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use deadpool_postgres::Client;
 
 use super::StoreError;
 
