@@ -223,10 +223,6 @@ impl ConnectError {
     pub fn postgres(&self) -> &tokio_postgres::Error {
         &self.error
     }
-
-    pub fn into_postgres(self) -> tokio_postgres::Error {
-        self.error
-    }
 }
 
 impl std::fmt::Display for ConnectError {
