@@ -5,8 +5,10 @@
 //! 90 days, metadata) with a bulk path (`sql/bench/`), rebuilds the rollups
 //! from them, then times each endpoint over HTTP with randomized parameters
 //! (small and huge communities, ranges of 1 to 90 days, hour and day
-//! intervals, several zones), and in the same run the request's own sample
-//! SQL on the raw table as the baseline. Prints one JSON line.
+//! intervals, several zones), then the same requests again from several
+//! concurrent clients (`--clients`: throughput and latency under load,
+//! against the one-at-a-time rate), and in the same run the request's own
+//! sample SQL on the raw table as the baseline. Prints one JSON line.
 
 use std::time::Instant;
 
@@ -44,6 +46,11 @@ struct Args {
     /// The `activity` binary whose API is measured.
     #[arg(long, default_value = "target/release/activity")]
     activity_bin: std::path::PathBuf,
+    /// After the one-at-a-time timings, every request of them again from
+    /// this many concurrent clients at once, for each number given
+    /// (throughput and latency under load); none: skipped.
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    clients: Vec<usize>,
 }
 
 const ZONES: [&str; 5] = [
@@ -171,6 +178,9 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
 
     let mut rng = StdRng::seed_from_u64(5);
     let mut endpoints = serde_json::Map::new();
+    // Every request timed one at a time, for the concurrent rounds.
+    let mut requested: Vec<String> = Vec::with_capacity(4 * args.requests);
+    let mut one_at_a_time_ms = 0.0;
     for endpoint in ["overview", "community", "user", "events"] {
         let mut times = Vec::with_capacity(args.requests);
         let mut slowest: Vec<(f64, String)> = Vec::with_capacity(args.requests);
@@ -216,6 +226,8 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
             if !status.is_success() {
                 anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
             }
+            one_at_a_time_ms += ms;
+            requested.push(path.clone());
             slowest.push((ms, path));
         }
         let mut figures = percentiles(times);
@@ -227,6 +239,18 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
             .map(|(ms, path)| json!({"ms": round3(ms), "path": path}))
             .collect();
         endpoints.insert(endpoint.into(), figures);
+    }
+    // The same requests again, shuffled, from several clients at once: what
+    // one API process on this machine serves, against the one-at-a-time
+    // rate of the same requests above.
+    let mut under_load = vec![json!({
+        "clients": 1,
+        "requests_per_second": round3(requested.len() as f64 / (one_at_a_time_ms / 1000.0)),
+    })];
+    for &clients in args.clients.iter().filter(|&&c| c > 1) {
+        use rand::seq::SliceRandom as _;
+        requested.shuffle(&mut rng);
+        under_load.push(concurrently(&http, &base, &token, &requested, clients).await?);
     }
     let _ = api.kill().await;
 
@@ -262,9 +286,52 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
         "raw_mb_per_million_events": round3(raw_bytes as f64 / 1048576.0 / millions),
         "rollup_mb_per_million_events": round3(rollup_bytes as f64 / 1048576.0 / millions),
         "api_ms": endpoints,
+        "api_under_load": under_load,
         "raw_sql_ms": baseline,
         "requests_per_endpoint": args.requests,
     }))
+}
+
+/// Sends every one of `paths` once, from `clients` concurrent clients each
+/// taking the next path as soon as its last answer arrived; the requests per
+/// second over the whole round and the latency each request saw.
+async fn concurrently(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    paths: &[String],
+    clients: usize,
+) -> anyhow::Result<Value> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let rounds = (0..clients).map(|_| async {
+        let mut times = Vec::new();
+        while let Some(path) = paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            let sent = Instant::now();
+            let response = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            if !status.is_success() {
+                anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+            times.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(times)
+    });
+    let times: Vec<f64> = futures::future::try_join_all(rounds)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut figures = percentiles(times);
+    figures["clients"] = clients.into();
+    figures["requests_per_second"] = round3(paths.len() as f64 / seconds).into();
+    Ok(figures)
 }
 
 #[derive(Clone, Copy)]
