@@ -213,19 +213,8 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
                     TYPES[rng.gen_range(0..TYPES.len())]
                 ),
             };
-            let started = Instant::now();
-            let response = http
-                .get(format!("{base}{path}"))
-                .bearer_auth(&token)
-                .send()
-                .await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let ms = timed_get(&http, &base, &token, &path).await?;
             times.push(ms);
-            if !status.is_success() {
-                anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
-            }
             one_at_a_time_ms += ms;
             requested.push(path.clone());
             slowest.push((ms, path));
@@ -292,6 +281,29 @@ async fn bench(args: &Args, db: &str) -> anyhow::Result<Value> {
     }))
 }
 
+/// One request, read to its end: the milliseconds it took, or an error for
+/// any status but success.
+async fn timed_get(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+) -> anyhow::Result<f64> {
+    let sent = Instant::now();
+    let response = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    let ms = sent.elapsed().as_secs_f64() * 1000.0;
+    if !status.is_success() {
+        anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+    }
+    Ok(ms)
+}
+
 /// Sends every one of `paths` once, from `clients` concurrent clients each
 /// taking the next path as soon as its last answer arrived; the requests per
 /// second over the whole round and the latency each request saw.
@@ -307,20 +319,9 @@ async fn concurrently(
     let rounds = (0..clients).map(|_| async {
         let mut times = Vec::new();
         while let Some(path) = paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-            let sent = Instant::now();
-            let response = http
-                .get(format!("{base}{path}"))
-                .bearer_auth(token)
-                .send()
-                .await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            if !status.is_success() {
-                anyhow::bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
-            }
-            times.push(sent.elapsed().as_secs_f64() * 1000.0);
+            times.push(timed_get(http, base, token, path).await?);
         }
-        Ok(times)
+        Ok::<_, anyhow::Error>(times)
     });
     let times: Vec<f64> = futures::future::try_join_all(rounds)
         .await?
